@@ -1,0 +1,1 @@
+"""Governance: the audit chain (and, later, roles, lineage, cards)."""

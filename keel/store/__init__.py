@@ -1,0 +1,1 @@
+"""Metadata store: SQLAlchemy engine set-up, migrations and transactions."""

@@ -1,0 +1,1 @@
+"""Tracking: the client, the fluent API, the metric buffer, dataset profiles."""

@@ -1,0 +1,185 @@
+"""The explicit tracking client: one object over the service layer.
+
+``keel.Client()`` reads settings (env, keel.toml) once; pass ``settings`` or
+keyword overrides to point it elsewhere. The fluent API (``keel.start_run``)
+uses one such client per store.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from keel.entities import ArtifactInfo, AuditEvent, DatasetInfo, Experiment, Metric, Run, RunStatus, Source
+from keel.errors import InvalidInput
+from keel.service import artifacts as artifact_service
+from keel.service import audit as audit_service
+from keel.service import datasets as dataset_service
+from keel.service import search as search_service
+from keel.service import tracking as tracking_service
+from keel.service.context import Context
+from keel.service.validation import check_key, metric_step, metric_value
+from keel.settings import Settings
+from keel.tracking.buffer import MetricBuffer
+
+
+class Client:
+    """Tracking operations against the configured store."""
+
+    def __init__(self, settings: Settings | None = None, **overrides: Any) -> None:
+        self.settings = settings or Settings.load(overrides)
+        self.ctx = Context.from_settings(self.settings)
+        self._buffer = MetricBuffer(
+            functools.partial(tracking_service.log_metric_rows, self.ctx),
+            max_items=self.settings.metric_buffer_size,
+            interval=self.settings.metric_flush_interval,
+        )
+        self._valid_keys: set[str] = set()
+        self._allow_nonfinite = self.settings.allow_nonfinite_metrics
+
+    # -- experiments and runs ----------------------------------------------------
+    def get_or_create_experiment(self, name: str) -> Experiment:
+        return tracking_service.get_or_create_experiment(self.ctx, name)
+
+    def get_experiment(self, name_or_id: str) -> Experiment:
+        return tracking_service.get_experiment(self.ctx, name_or_id)
+
+    def list_experiments(self) -> list[Experiment]:
+        return tracking_service.list_experiments(self.ctx)
+
+    def create_run(
+        self, experiment: str = tracking_service.DEFAULT_EXPERIMENT, *, name: str | None = None,
+        parent_run_id: str | None = None, tags: Mapping[str, Any] | None = None, source: Source | None = None,
+    ) -> Run:
+        return tracking_service.create_run(
+            self.ctx, experiment, name=name, parent_run_id=parent_run_id, tags_=tags, source=source)
+
+    def end_run(self, run_id: str, status: str = RunStatus.FINISHED) -> None:
+        """Flush buffered metrics, then mark the run ended with ``status``."""
+        self.flush()
+        tracking_service.end_run(self.ctx, run_id, status)
+
+    def get_run(self, run_id: str) -> Run:
+        self.flush()
+        return tracking_service.get_run(self.ctx, run_id)
+
+    def search_runs(
+        self, experiments: Sequence[str] | str | None = None, filter: str | None = None,
+        order_by: Sequence[str] | None = None, max_results: int = 1000,
+    ) -> list[Run]:
+        """Runs matching a filter such as ``"metrics.auc > 0.9 and params.model = 'rf'"``."""
+        self.flush()
+        if isinstance(experiments, str):
+            experiments = [experiments]
+        return search_service.search_runs(self.ctx, experiments, filter, order_by, max_results)
+
+    # -- params, tags, metrics ---------------------------------------------------
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        tracking_service.log_params(self.ctx, run_id, params)
+
+    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        tracking_service.set_tags(self.ctx, run_id, tags)
+
+    def log_metric(self, run_id: str, key: str, value: float, step: int = 0, timestamp: int | None = None) -> None:
+        """Buffer one metric value (no database round trip)."""
+        if key not in self._valid_keys:
+            self._valid_keys.add(check_key("metric", key))
+        value = metric_value(key, value, allow_nonfinite=self._allow_nonfinite)
+        step = step if type(step) is int else metric_step(key, step)
+        ts = int(time.time() * 1000) if timestamp is None else metric_step(key, timestamp)
+        self._buffer.add(tracking_service.metric_row(run_id, key, value, step, ts))
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0, timestamp: int | None = None) -> None:
+        ts = int(time.time() * 1000) if timestamp is None else timestamp
+        for key, value in metrics.items():
+            self.log_metric(run_id, key, value, step, ts)
+
+    def log_batch(self, run_id: str, metrics: Sequence[Metric | tuple[str, float, int]]) -> None:
+        """Buffer many values at once: ``Metric`` records or ``(key, value, step)`` tuples."""
+        now = int(time.time() * 1000)
+        for m in metrics:
+            if isinstance(m, Metric):
+                self.log_metric(run_id, m.key, m.value, m.step, m.timestamp)
+            else:
+                key, value, step = m
+                self.log_metric(run_id, key, value, step, now)
+
+    def flush(self) -> None:
+        """Write buffered metric values now."""
+        self._buffer.flush()
+
+    def metric_history(self, run_id: str, key: str) -> list[Metric]:
+        self.flush()
+        return tracking_service.metric_history(self.ctx, run_id, key)
+
+    # -- artifacts -----------------------------------------------------------------
+    def log_artifact(self, run_id: str, local_path: str | os.PathLike[str], artifact_path: str | None = None) -> ArtifactInfo:
+        return artifact_service.log_file(self.ctx, run_id, local_path, artifact_path)
+
+    def log_artifacts(self, run_id: str, local_dir: str | os.PathLike[str], artifact_path: str | None = None) -> list[ArtifactInfo]:
+        return artifact_service.log_dir(self.ctx, run_id, local_dir, artifact_path)
+
+    def log_text(self, run_id: str, text: str, artifact_path: str) -> ArtifactInfo:
+        return artifact_service.log_bytes(self.ctx, run_id, text.encode("utf-8"), artifact_path)
+
+    def log_dict(self, run_id: str, data: Any, artifact_path: str) -> ArtifactInfo:
+        text = json.dumps(data, indent=2, sort_keys=True, default=str)
+        return artifact_service.log_bytes(self.ctx, run_id, text.encode("utf-8"), artifact_path)
+
+    def list_artifacts(self, run_id: str, prefix: str | None = None) -> list[ArtifactInfo]:
+        return artifact_service.list_artifacts(self.ctx, run_id, prefix)
+
+    def read_artifact(self, run_id: str, artifact_path: str) -> bytes:
+        return artifact_service.read_bytes(self.ctx, run_id, artifact_path)
+
+    def download_artifacts(self, run_id: str, dest: str | os.PathLike[str], prefix: str | None = None) -> list[Path]:
+        return artifact_service.download(self.ctx, run_id, dest, prefix)
+
+    # -- datasets ------------------------------------------------------------------
+    def log_dataset(
+        self, run_id: str, data: Any, name: str, *, context: str = "training",
+        columns: list[str] | None = None, save: bool = False,
+    ) -> DatasetInfo:
+        """Describe ``data`` (hash, schema, rows, column profile) and record it as an input of the run.
+
+        ``data``: pandas/polars frame, numpy array (``columns`` names its columns),
+        pyarrow table, dict of columns, or a CSV/Parquet path. ``save=True`` also
+        stores the data itself as Parquet in the artifact store.
+        """
+        from keel.tracking.datasets import describe_dataset
+
+        try:
+            description = describe_dataset(data, columns=columns)
+        except (TypeError, ValueError, FileNotFoundError) as exc:
+            raise InvalidInput(f"dataset {name!r}: {exc}") from None
+        data_sha = None
+        if save:
+            import io
+
+            import pyarrow.parquet as pq
+
+            sink = io.BytesIO()
+            pq.write_table(description.table, sink)
+            data_sha, _ = self.ctx.blobs.put_bytes(sink.getvalue())
+        return dataset_service.log_dataset(
+            self.ctx, run_id, description, name=name, context=context, data_sha256=data_sha)
+
+    def run_datasets(self, run_id: str) -> list[DatasetInfo]:
+        return dataset_service.run_datasets(self.ctx, run_id)
+
+    # -- audit -----------------------------------------------------------------------
+    def audit_log(self, *, object_id: str | None = None, action: str | None = None, limit: int | None = None) -> list[AuditEvent]:
+        self.flush()
+        return audit_service.list_events(self.ctx, object_id=object_id, action=action, limit=limit)
+
+    def verify_audit(self):
+        self.flush()
+        return audit_service.verify(self.ctx)
+
+    def close(self) -> None:
+        self._buffer.close()
+        self.ctx.close()
