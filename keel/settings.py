@@ -96,7 +96,7 @@ class Settings:
 
 def _coerce(name: str, value: Any, default: Any) -> Any:
     """Convert an env/TOML value to the declared type, naming the setting on failure."""
-    kind = type(default)
+    kind = Path if isinstance(default, Path) else type(default)
     if value is None or default is None:
         return value if value is None else str(value)
     try:

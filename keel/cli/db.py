@@ -25,4 +25,4 @@ def upgrade(ctx: typer.Context) -> None:
     if before == after:
         out.print(f"store already at revision {after} ({engine.url.render_as_string(hide_password=True)})")
     else:
-        out.print(f"store upgraded from {before or 'empty'} to {after} ({engine.url.render_as_string(hide_password=True)})")
+        out.print(f"store upgraded from {before or 'empty'} to revision {after} ({engine.url.render_as_string(hide_password=True)})")

@@ -1,0 +1,54 @@
+"""Schema migrations: applied on first use, by `keel db upgrade`, and recorded."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from keel.store import engine as engines
+from keel.store.schema import metadata
+from keel.store.sql import SqlStore
+
+pytestmark = pytest.mark.store
+
+
+def test_head_revision_constant_matches_the_migration_scripts():
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(engines.MIGRATIONS_DIR))
+    assert ScriptDirectory.from_config(config).get_current_head() == engines.HEAD_REVISION
+
+
+def test_first_use_creates_the_schema_that_the_code_expects(store_uri):
+    store = SqlStore(store_uri)
+    assert engines.current_revision(store.engine) == engines.HEAD_REVISION
+    inspector = sa.inspect(store.engine)
+    for table in metadata.sorted_tables:
+        columns = {c["name"] for c in inspector.get_columns(table.name)}
+        assert columns == set(table.columns.keys()), table.name
+    store.close()
+
+
+def test_upgrade_is_idempotent(store_uri):
+    engine = engines.create_engine(store_uri)
+    engines.upgrade(engine)
+    engines.upgrade(engine)
+    assert engines.current_revision(engine) == engines.HEAD_REVISION
+    engine.dispose()
+
+
+def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path):
+    store = SqlStore(f"sqlite:///{tmp_path / 'k.db'}")
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+    store.close()
+
+
+def test_foreign_keys_are_enforced(client, raw_engine):
+    with pytest.raises(sa.exc.IntegrityError):
+        with client.ctx.store.engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO params (run_id, key, value) VALUES ('ghost', 'k', 'v')"))
