@@ -13,7 +13,9 @@ from rich.console import Console
 
 from keel.settings import Settings
 
-out = Console(highlight=False, soft_wrap=True)
+# In a pipe or a file there is no terminal width to respect: use a wide one so
+# ids and tables are not cut at 80 columns.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import List, Optional
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 from keel.cli.common import client_from, fmt_duration, fmt_time, fmt_value, out, print_json
 
@@ -43,7 +43,8 @@ def runs_list(
     if as_json:
         return print_json(found)
     names = {e.id: e.name for e in client.list_experiments()}
-    table = Table("run id", "experiment", "name", "status", "started (UTC)", "duration", "metrics")
+    table = Table("experiment", "name", "status", "started (UTC)", "duration", "metrics")
+    table.columns.insert(0, Column("run id", no_wrap=True, min_width=32))  # ids are copied: never cut
     for r in found:
         shown = ", ".join(f"{k}={fmt_value(v)}" for k, v in list(r.metrics.items())[:3])
         more = f" (+{len(r.metrics) - 3})" if len(r.metrics) > 3 else ""

@@ -20,6 +20,7 @@ from keel.errors import ConfigError
 # Must equal the newest revision in migrations/versions (a test checks it):
 # opening an up-to-date store then costs one SELECT and no alembic import.
 HEAD_REVISION = "0001"
+KNOWN_REVISIONS = ("0001",)  # oldest first
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
 _READ_ONLY = "keel_read_only"
@@ -100,7 +101,13 @@ def ensure_schema(engine: Engine) -> None:
     with _upgrade_lock:
         if key in _upgraded:
             return
-        if current_revision(engine) != HEAD_REVISION:
+        revision = current_revision(engine)
+        if revision is not None and revision not in KNOWN_REVISIONS:
+            raise ConfigError(
+                f"the store at {engine.url.render_as_string(hide_password=True)} has schema revision "
+                f"{revision!r}, newer than this keel knows ({HEAD_REVISION}); upgrade keel"
+            )
+        if revision != HEAD_REVISION:
             upgrade(engine)
         _upgraded.add(key)
 

@@ -18,7 +18,22 @@ def test_head_revision_constant_matches_the_migration_scripts():
 
     config = Config()
     config.set_main_option("script_location", str(engines.MIGRATIONS_DIR))
-    assert ScriptDirectory.from_config(config).get_current_head() == engines.HEAD_REVISION
+    scripts = ScriptDirectory.from_config(config)
+    assert scripts.get_current_head() == engines.HEAD_REVISION
+    assert tuple(reversed([s.revision for s in scripts.walk_revisions()])) == engines.KNOWN_REVISIONS
+
+
+def test_a_store_from_a_newer_keel_is_refused_clearly(store_uri):
+    from keel.errors import ConfigError
+
+    SqlStore(store_uri).close()
+    engine = engines.create_engine(store_uri)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))
+    engines._upgraded.clear()
+    with pytest.raises(ConfigError, match=r"schema revision '9999', newer than this keel knows \(0001\)"):
+        SqlStore(store_uri)
+    engine.dispose()
 
 
 def test_first_use_creates_the_schema_that_the_code_expects(store_uri):
