@@ -48,13 +48,12 @@ class MetricBuffer:
     def __len__(self) -> int:
         return len(self._items)
 
-    def flush(self, run_id: str | None = None) -> None:
+    def flush(self) -> None:
         """Write everything buffered now. Errors are raised to the caller.
 
         A refused batch (unknown run, invalid value) is dropped with the error;
         a failed write for any other reason is put back to be retried.
         """
-        del run_id  # one transaction for all runs is cheaper than one per run
         with self._flush_lock:
             n = len(self._items)
             if not n:

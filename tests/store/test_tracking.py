@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -54,7 +55,7 @@ def test_metrics_wait_in_buffer_until_flush(client, raw_engine):
 def test_buffer_flushes_itself_when_full(settings):
     from keel.tracking.client import Client
 
-    small = Client(settings.__class__(**{**settings.__dict__, "metric_buffer_size": 10}))
+    small = Client(dataclasses.replace(settings, metric_buffer_size=10))
     run = small.create_run()
     for i in range(25):
         small.log_metric(run.id, "x", float(i), step=i)
@@ -86,7 +87,7 @@ def test_nan_and_inf_are_kept_by_default(client):
 def test_nonfinite_refused_when_configured(settings):
     from keel.tracking.client import Client
 
-    strict = Client(settings.__class__(**{**settings.__dict__, "allow_nonfinite_metrics": False}))
+    strict = Client(dataclasses.replace(settings, allow_nonfinite_metrics=False))
     run = strict.create_run()
     with pytest.raises(InvalidInput, match=r"metric 'loss' value is nan"):
         strict.log_metric(run.id, "loss", float("nan"))
