@@ -6,7 +6,8 @@ import math
 import time
 import uuid
 from collections import defaultdict
-from typing import Any, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import sqlalchemy as sa
 
@@ -24,6 +25,8 @@ DEFAULT_EXPERIMENT = "Default"
 # is_nan True, because SQLite cannot store NaN in a REAL column.
 MetricRow = tuple[str, str, "float | None", bool, int, int]
 METRIC_COLUMNS = ("run_id", "key", "value", "is_nan", "step", "timestamp")
+_RUN_COLUMNS = ("id", "experiment_id", "name", "status", "start_time", "user", "source_commit", "source_dirty",
+                "entry_point", "parent_run_id")
 
 
 def metric_row(run_id: str, key: str, value: float, step: int, timestamp: int) -> MetricRow:
@@ -73,57 +76,61 @@ def list_experiments(ctx: Context) -> list[Experiment]:
 
 
 # -- runs ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class NewRun:
+    """A validated run, ready to be inserted by :func:`write_batch`."""
+
+    run: Run
+    experiment_name: str
+
+    def row(self) -> tuple[Any, ...]:
+        r = self.run
+        return (r.id, r.experiment_id, r.name, r.status, r.start_time, r.user, r.source.commit, r.source.dirty,
+                (r.source.entry_point or "")[:1024] or None, r.parent_run_id)
+
+
+def new_run(
+    ctx: Context,
+    experiment: Experiment,
+    *,
+    name: str | None = None,
+    parent_run_id: str | None = None,
+    tags_: Mapping[str, Any] | None = None,
+    source: Source | None = None,
+) -> NewRun:
+    """Validate and stamp a run (id, start time, actor) without writing it."""
+    run_id = uuid.uuid4().hex
+    run_name = v.check_name("run", name) if name is not None else f"run-{run_id[:8]}"
+    tag_rows = {v.check_key("tag", k): v.tag_value(k, val) for k, val in (tags_ or {}).items()}
+    run = Run(run_id, experiment.id, run_name, RunStatus.RUNNING, now_ms(), None, ctx.actor, source or Source(),
+              parent_run_id, tags=tag_rows)
+    return NewRun(run, experiment.name)
+
+
 def create_run(
     ctx: Context,
-    experiment: str = DEFAULT_EXPERIMENT,
+    experiment: str | Experiment = DEFAULT_EXPERIMENT,
     *,
     name: str | None = None,
     parent_run_id: str | None = None,
     tags_: Mapping[str, Any] | None = None,
     source: Source | None = None,
 ) -> Run:
-    """Start a run (status RUNNING) in ``experiment``, creating the experiment if needed."""
-    exp = get_or_create_experiment(ctx, experiment)
-    run_id = uuid.uuid4().hex
-    run_name = v.check_name("run", name) if name is not None else f"run-{run_id[:8]}"
-    source = source or Source()
-    tag_rows = [{"run_id": run_id, "key": v.check_key("tag", k), "value": v.tag_value(k, val)}
-                for k, val in (tags_ or {}).items()]
-    record = {
-        "id": run_id, "experiment_id": exp.id, "name": run_name, "status": RunStatus.RUNNING,
-        "start_time": now_ms(), "end_time": None, "user": ctx.actor,
-        "source_commit": source.commit, "source_dirty": source.dirty,
-        "entry_point": (source.entry_point or "")[:1024] or None, "parent_run_id": parent_run_id,
-    }
-
-    def write(tx: Tx) -> None:
-        if parent_run_id is not None:
-            require_run(tx.conn, parent_run_id, field="parent_run_id")
-        tx.conn.execute(runs.insert(), record)
-        if tag_rows:
-            tx.conn.execute(tags.insert(), tag_rows)
-        tx.audit("run.create", "run", run_id, {
-            "experiment": exp.name, "name": run_name, "parent_run_id": parent_run_id,
-            "source_commit": source.commit, "source_dirty": source.dirty,
-        })
-
-    ctx.store.write(ctx.actor, write)
-    return Run(
-        run_id, exp.id, run_name, RunStatus.RUNNING, record["start_time"], None, ctx.actor, source,
-        parent_run_id, tags={r["key"]: r["value"] for r in tag_rows},
-    )
+    """Start a run (status RUNNING) in ``experiment`` (a name: created if needed, or a record)."""
+    exp = experiment if isinstance(experiment, Experiment) else get_or_create_experiment(ctx, experiment)
+    created = new_run(ctx, exp, name=name, parent_run_id=parent_run_id, tags_=tags_, source=source)
+    write_batch(ctx, RunBatch(creates=[created]))
+    return created.run
 
 
 def end_run(ctx: Context, run_id: str, status: str = RunStatus.FINISHED) -> None:
+    write_batch(ctx, RunBatch(ends=[(run_id, check_status(status), now_ms())]))
+
+
+def check_status(status: str) -> str:
     if status not in RunStatus.TERMINAL:
         raise InvalidInput(f"run status must be one of {sorted(RunStatus.TERMINAL)}, got {status!r}")
-
-    def write(tx: Tx) -> None:
-        require_run(tx.conn, run_id)
-        tx.conn.execute(runs.update().where(runs.c.id == run_id).values(status=status, end_time=now_ms()))
-        tx.audit("run.end", "run", run_id, {"status": status})
-
-    ctx.store.write(ctx.actor, write)
+    return status
 
 
 def get_run(ctx: Context, run_id: str) -> Run:
@@ -156,86 +163,181 @@ def hydrate_runs(conn: sa.Connection, rows: Sequence[Any]) -> list[Run]:
     ]
 
 
-# -- params and tags -------------------------------------------------------------
+# -- params, tags, metrics, run ends: one batched write ---------------------------------
 def log_params(ctx: Context, run_id: str, values: Mapping[str, Any]) -> None:
     """Log params. Re-logging a key with the same value is a no-op; another value is a Conflict."""
-    new = {v.check_key("param", k): v.param_value(k, val) for k, val in values.items()}
-    if not new:
-        return
-
-    def write(tx: Tx) -> None:
-        require_run(tx.conn, run_id)
-        existing = dict(tx.conn.execute(
-            sa.select(params.c.key, params.c.value).where(params.c.run_id == run_id, params.c.key.in_(list(new)))
-        ).all())
-        for key, old in existing.items():
-            if old != new[key]:
-                raise Conflict(
-                    f"param {key!r} of run {run_id} is already {old!r}; cannot change it to {new[key]!r} "
-                    "(params are immutable: log a new key or start a new run)"
-                )
-        rows = [{"run_id": run_id, "key": k, "value": val} for k, val in new.items() if k not in existing]
-        if rows:
-            tx.conn.execute(params.insert(), rows)
-            tx.audit("params.log", "run", run_id, {"params": {r["key"]: r["value"] for r in rows}})
-
-    ctx.store.write(ctx.actor, write)
+    write_batch(ctx, RunBatch(params=[(run_id, v.check_key("param", k), v.param_value(k, val))
+                                      for k, val in values.items()]))
 
 
 def set_tags(ctx: Context, run_id: str, values: Mapping[str, Any]) -> None:
     """Set tags (mutable: a new value replaces the old one)."""
-    new = {v.check_key("tag", k): v.tag_value(k, val) for k, val in values.items()}
-    if not new:
-        return
-
-    def write(tx: Tx) -> None:
-        require_run(tx.conn, run_id)
-        existing = dict(tx.conn.execute(
-            sa.select(tags.c.key, tags.c.value).where(tags.c.run_id == run_id, tags.c.key.in_(list(new)))
-        ).all())
-        inserts = [{"run_id": run_id, "key": k, "value": val} for k, val in new.items() if k not in existing]
-        updates = [{"r": run_id, "k": k, "v": val} for k, val in new.items() if k in existing and existing[k] != val]
-        if inserts:
-            tx.conn.execute(tags.insert(), inserts)
-        if updates:
-            tx.conn.execute(
-                tags.update().where(tags.c.run_id == sa.bindparam("r"), tags.c.key == sa.bindparam("k"))
-                .values(value=sa.bindparam("v")), updates)
-        if inserts or updates:
-            tx.audit("tags.set", "run", run_id, {"tags": {**{r["key"]: r["value"] for r in inserts},
-                                                         **{u["k"]: u["v"] for u in updates}}})
-
-    ctx.store.write(ctx.actor, write)
+    write_batch(ctx, RunBatch(tags=[(run_id, v.check_key("tag", k), v.tag_value(k, val))
+                                    for k, val in values.items()]))
 
 
-# -- metrics -------------------------------------------------------------------
 def log_metric_rows(ctx: Context, rows: Sequence[MetricRow]) -> None:
-    """Write a batch of already-validated metric values in one transaction.
+    write_batch(ctx, RunBatch(metrics=list(rows)))
 
-    Used by the client-side buffer; one audit event per run summarises the batch.
+
+@dataclass
+class RunBatch:
+    """Validated changes to existing runs, written together in one transaction.
+
+    The client buffers what the fluent API logs into one of these; each list
+    keeps call order. Ends apply last, so a run's last values land before it
+    is marked ended.
     """
-    if not rows:
+
+    params: list[tuple[str, str, str]] = field(default_factory=list)  # run_id, key, value
+    tags: list[tuple[str, str, str]] = field(default_factory=list)  # run_id, key, value
+    metrics: list[MetricRow] = field(default_factory=list)
+    ends: list[tuple[str, str, int]] = field(default_factory=list)  # run_id, status, end_time
+    creates: list[NewRun] = field(default_factory=list)  # applied first
+
+    def __bool__(self) -> bool:
+        return bool(self.creates or self.params or self.tags or self.metrics or self.ends)
+
+    def run_ids(self) -> list[str]:
+        seen: dict[str, None] = {c.run.id: None for c in self.creates}
+        for group in (self.params, self.tags, self.metrics, self.ends):
+            for row in group:
+                seen.setdefault(row[0], None)
+        return list(seen)
+
+    def only(self, run_id: str) -> "RunBatch":
+        """The part of this batch about one run."""
+        return RunBatch(*([r for r in group if r[0] == run_id]
+                          for group in (self.params, self.tags, self.metrics, self.ends)),
+                        creates=[c for c in self.creates if c.run.id == run_id])
+
+
+# Hot-path statements, compiled once and run on the driver (see Tx.fetch). A
+# batch usually touches one or a few runs, so they are per run, not IN lists.
+_RUN_EXISTS = sa.select(runs.c.id).where(runs.c.id == sa.bindparam("r"))
+_PARAMS_OF = sa.select(params.c.key, params.c.value).where(params.c.run_id == sa.bindparam("r"))
+_TAGS_OF = sa.select(tags.c.key, tags.c.value).where(tags.c.run_id == sa.bindparam("r"))
+_LATEST_OF = sa.select(latest_metrics.c.key, latest_metrics.c.step, latest_metrics.c.timestamp).where(
+    latest_metrics.c.run_id == sa.bindparam("r"))
+_UPDATE_TAG = tags.update().where(tags.c.run_id == sa.bindparam("r"), tags.c.key == sa.bindparam("k")).values(
+    value=sa.bindparam("v"))
+_UPDATE_LATEST = latest_metrics.update().where(
+    latest_metrics.c.run_id == sa.bindparam("r"), latest_metrics.c.key == sa.bindparam("k")).values(
+    value=sa.bindparam("v"), is_nan=sa.bindparam("n"), step=sa.bindparam("s"), timestamp=sa.bindparam("t"))
+_END_RUN = runs.update().where(runs.c.id == sa.bindparam("r")).values(
+    status=sa.bindparam("st"), end_time=sa.bindparam("et"))
+
+
+def write_batch(ctx: Context, batch: RunBatch) -> None:
+    """Apply a batch in one audited transaction (one audit event per run and kind)."""
+    if not batch:
         return
-    by_run: dict[str, list[MetricRow]] = defaultdict(list)
-    for row in rows:
-        by_run[row[0]].append(row)
-    latest = _latest_per_key(rows)
+    run_ids = batch.run_ids()
+    latest = _latest_per_key(batch.metrics)
+
+    created = {c.run.id for c in batch.creates}
+    ends = [e for e in batch.ends if e[0] not in created]
+    ended_at_once = {e[0]: e for e in batch.ends if e[0] in created}
 
     def write(tx: Tx) -> None:
-        found = set(tx.conn.execute(sa.select(runs.c.id).where(runs.c.id.in_(list(by_run)))).scalars())
-        missing = sorted(set(by_run) - found)
-        if missing:
-            raise NotFound(f"run {missing[0]!r} does not exist; {len(by_run[missing[0]])} metric values not logged")
-        tx.bulk_insert(metrics, METRIC_COLUMNS, rows)
-        _update_latest(tx.conn, latest)
-        for run_id, run_rows in by_run.items():
-            keys = sorted({r[1] for r in run_rows})
-            steps = [r[4] for r in run_rows]
-            tx.audit("metrics.log", "run", run_id, {
-                "count": len(run_rows), "keys": keys[:50], "steps": [min(steps), max(steps)],
-            })
+        if batch.creates:
+            _write_creates(tx, batch.creates, ended_at_once)
+        for run_id in run_ids:
+            if run_id not in created and not tx.fetch(_RUN_EXISTS, {"r": run_id}):
+                raise NotFound(f"run_id {run_id!r} does not exist (see `keel runs list`)")
+        if batch.params:
+            _write_params(tx, batch.params, created)
+        if batch.tags:
+            _write_tags(tx, batch.tags, created)
+        if batch.metrics:
+            tx.bulk_insert(metrics, METRIC_COLUMNS, batch.metrics)
+            _update_latest(tx, latest, created)
+            by_run: dict[str, list[int]] = defaultdict(list)
+            keys: dict[str, set[str]] = defaultdict(set)
+            for row in batch.metrics:
+                by_run[row[0]].append(row[4])
+                keys[row[0]].add(row[1])
+            for run_id, steps in by_run.items():
+                tx.audit("metrics.log", "run", run_id, {
+                    "count": len(steps), "keys": sorted(keys[run_id])[:50], "steps": [min(steps), max(steps)]})
+        tx.execute_many(_END_RUN, [{"r": r, "st": st, "et": et} for r, st, et in ends])
+        for run_id, status, _ in batch.ends:
+            tx.audit("run.end", "run", run_id, {"status": status})
 
     ctx.store.write(ctx.actor, write)
+
+
+def _write_creates(tx: Tx, creates: list[NewRun], ended: dict[str, tuple[str, str, int]]) -> None:
+    parents = {c.run.parent_run_id for c in creates} - {None} - {c.run.id for c in creates}
+    for parent in sorted(parents):
+        if not tx.fetch(_RUN_EXISTS, {"r": parent}):
+            raise NotFound(f"parent_run_id {parent!r} does not exist (see `keel runs list`)")
+    rows = []
+    for c in creates:
+        row = c.row()
+        if c.run.id in ended:  # created and ended in one batch: insert it ended, skip the update
+            _, status, end_time = ended[c.run.id]
+            row = row[:3] + (status,) + row[4:]
+            rows.append(row + (end_time,))
+        else:
+            rows.append(row + (None,))
+    tx.bulk_insert(runs, _RUN_COLUMNS + ("end_time",), rows)
+    tx.bulk_insert(tags, ("run_id", "key", "value"),
+                   [(c.run.id, k, val) for c in creates for k, val in c.run.tags.items()])
+    for c in creates:
+        tx.audit("run.create", "run", c.run.id, {
+            "experiment": c.experiment_name, "name": c.run.name, "parent_run_id": c.run.parent_run_id,
+            "source_commit": c.run.source.commit, "source_dirty": c.run.source.dirty,
+        })
+
+
+def _stored(tx: Tx, stmt: Any, run_ids: Iterable[str], created: set[str]) -> Iterator[tuple[str, tuple]]:
+    """Rows of ``stmt`` for each run, skipping runs created in this batch (they have none yet)."""
+    for run_id in sorted(set(run_ids) - created):
+        for row in tx.fetch(stmt, {"r": run_id}):
+            yield run_id, row
+
+
+def _write_params(tx: Tx, rows: list[tuple[str, str, str]], created: set[str]) -> None:
+    new: dict[tuple[str, str], str] = {}
+    for run_id, key, value in rows:
+        if new.setdefault((run_id, key), value) != value:
+            raise _param_conflict(run_id, key, new[(run_id, key)], value)
+    existing = {(r, k): val for r, (k, val) in _stored(tx, _PARAMS_OF, (r for r, _ in new), created)}
+    for k, value in new.items():
+        if k in existing and existing[k] != value:
+            raise _param_conflict(k[0], k[1], existing[k], value)
+    inserts = [(r, k, val) for (r, k), val in new.items() if (r, k) not in existing]
+    tx.bulk_insert(params, ("run_id", "key", "value"), inserts)
+    by_run: dict[str, dict[str, str]] = defaultdict(dict)
+    for r, k, val in inserts:
+        by_run[r][k] = val
+    for run_id, logged in by_run.items():
+        tx.audit("params.log", "run", run_id, {"params": logged})
+
+
+def _param_conflict(run_id: str, key: str, old: str, new: str) -> Conflict:
+    return Conflict(f"param {key!r} of run {run_id} is already {old!r}; cannot change it to {new!r} "
+                    "(params are immutable: log a new key or start a new run)")
+
+
+def _write_tags(tx: Tx, rows: list[tuple[str, str, str]], created: set[str]) -> None:
+    final: dict[tuple[str, str], str] = {}
+    for run_id, key, value in rows:  # the last value set in the batch wins
+        final[(run_id, key)] = value
+    existing = {(r, k): val for r, (k, val) in _stored(tx, _TAGS_OF, (r for r, _ in final), created)}
+    inserts = [(r, k, val) for (r, k), val in final.items() if (r, k) not in existing]
+    updates = [{"r": r, "k": k, "v": val} for (r, k), val in final.items()
+               if (r, k) in existing and existing[(r, k)] != val]
+    tx.bulk_insert(tags, ("run_id", "key", "value"), inserts)
+    tx.execute_many(_UPDATE_TAG, updates)
+    by_run: dict[str, dict[str, str]] = defaultdict(dict)
+    for r, k, val in inserts:
+        by_run[r][k] = val
+    for u in updates:
+        by_run[u["r"]][u["k"]] = u["v"]
+    for run_id, changed in by_run.items():
+        tx.audit("tags.set", "run", run_id, {"tags": changed})
 
 
 def _latest_per_key(rows: Iterable[MetricRow]) -> dict[tuple[str, str], MetricRow]:
@@ -249,32 +351,16 @@ def _latest_per_key(rows: Iterable[MetricRow]) -> dict[tuple[str, str], MetricRo
     return best
 
 
-def _update_latest(conn: sa.Connection, latest: dict[tuple[str, str], MetricRow]) -> None:
-    run_ids = sorted({k[0] for k in latest})
-    keys = sorted({k[1] for k in latest})
-    current = {
-        (r.run_id, r.key): (r.step, r.timestamp)
-        for r in conn.execute(
-            sa.select(latest_metrics.c.run_id, latest_metrics.c.key, latest_metrics.c.step, latest_metrics.c.timestamp)
-            .where(latest_metrics.c.run_id.in_(run_ids), latest_metrics.c.key.in_(keys))
-        )
-    }
+def _update_latest(tx: Tx, latest: dict[tuple[str, str], MetricRow], created: set[str]) -> None:
+    current = {(r, k): (st, ts) for r, (k, st, ts) in _stored(tx, _LATEST_OF, (k[0] for k in latest), created)}
     inserts, updates = [], []
     for (run_id, key), (_, _, val, nan, step, ts) in sorted(latest.items()):  # sorted: one lock order
         if (run_id, key) not in current:
-            inserts.append({"run_id": run_id, "key": key, "value": val, "is_nan": nan, "step": step, "timestamp": ts})
+            inserts.append((run_id, key, val, nan, step, ts))
         elif (step, ts) >= current[(run_id, key)]:
             updates.append({"r": run_id, "k": key, "v": val, "n": nan, "s": step, "t": ts})
-    if inserts:
-        conn.execute(latest_metrics.insert(), inserts)
-    if updates:
-        conn.execute(
-            latest_metrics.update()
-            .where(latest_metrics.c.run_id == sa.bindparam("r"), latest_metrics.c.key == sa.bindparam("k"))
-            .values(value=sa.bindparam("v"), is_nan=sa.bindparam("n"), step=sa.bindparam("s"),
-                    timestamp=sa.bindparam("t")),
-            updates,
-        )
+    tx.bulk_insert(latest_metrics, METRIC_COLUMNS, inserts)
+    tx.execute_many(_UPDATE_LATEST, updates)
 
 
 def metric_history(ctx: Context, run_id: str, key: str) -> list[Metric]:

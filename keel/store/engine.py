@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
 from keel.errors import ConfigError
+from keel.store.checkpoint import SAFETY_NET_PAGES, WAL_SIZE_LIMIT
 
 # Must equal the newest revision in migrations/versions (a test checks it):
 # opening an up-to-date store then costs one SELECT and no alembic import.
@@ -62,6 +63,8 @@ def _sqlite_engine(url: sa.URL, busy_timeout: float) -> Engine:
         # only a power cut may lose the last commits, never corrupting the file.
         cur.execute("PRAGMA synchronous = NORMAL")
         cur.execute("PRAGMA foreign_keys = ON")
+        cur.execute(f"PRAGMA wal_autocheckpoint = {SAFETY_NET_PAGES}")  # see store/checkpoint.py
+        cur.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         cur.close()
 
     @sa.event.listens_for(engine, "begin")
@@ -70,7 +73,8 @@ def _sqlite_engine(url: sa.URL, busy_timeout: float) -> Engine:
         # with SQLITE_BUSY (its busy handler cannot help); IMMEDIATE takes the
         # write lock up front and waits for it.
         read_only = conn.get_execution_options().get(_READ_ONLY, False)
-        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        # Straight on the driver: this runs once per transaction, on the hot path.
+        conn.connection.driver_connection.execute("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
 

@@ -8,6 +8,7 @@ same store uses one connection pool and one metric buffer.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import logging
 import os
 import sys
@@ -17,7 +18,7 @@ from typing import Any, Mapping
 
 from keel.entities import ArtifactInfo, DatasetInfo, Run, RunStatus
 from keel.errors import InvalidInput
-from keel.settings import Settings
+from keel.settings import TOML_FILE, Settings
 from keel.tracking.client import Client
 from keel.tracking.source import current_source
 
@@ -29,13 +30,31 @@ _open_runs: dict[str, "ActiveRun"] = {}
 
 def client_for(settings: Settings | None = None) -> Client:
     """The shared client for the store that ``settings`` (default: env + keel.toml) name."""
-    settings = settings or Settings.load()
+    settings = settings or _current_settings()
     key = (settings.store_uri, settings.artifact_uri, settings.user)
     with _clients_lock:
         client = _clients.get(key)
         if client is None:
             client = _clients[key] = Client(settings)
         return client
+
+
+_settings_cache: dict[tuple, Settings] = {}
+_SETTING_VARS = tuple(f"KEEL_{f.name.upper()}" for f in dataclasses.fields(Settings))
+
+
+def _current_settings() -> Settings:
+    """Settings from the environment and keel.toml, re-read only when either changed."""
+    try:
+        toml = os.stat(TOML_FILE).st_mtime_ns  # relative: the working directory's keel.toml
+    except OSError:
+        toml = None
+    environ = os.environ
+    key = (tuple([environ.get(name) for name in _SETTING_VARS]), os.getcwd(), toml)
+    settings = _settings_cache.get(key)
+    if settings is None:
+        settings = _settings_cache[key] = Settings.load()
+    return settings
 
 
 class ActiveRun:
@@ -136,7 +155,7 @@ def start_run(
         experiment = client.get_experiment(parent.info.experiment_id).name
     run = client.create_run(
         experiment or "Default",
-        name=name, parent_run_id=parent.id if parent else None, tags=tags, source=current_source(),
+        name=name, parent_run_id=parent.id if parent else None, tags=tags, source=current_source(), defer=True,
     )
     active = ActiveRun(client, run)
     _active.set(stack + (active,))

@@ -14,6 +14,11 @@ def current_source() -> Source:
     """Source of the running program, captured once per process (git is a subprocess)."""
     main = sys.modules.get("__main__")
     entry = getattr(main, "__file__", None) or (sys.argv[0] if sys.argv and sys.argv[0] else None)
+    return _resolve(entry)
+
+
+@lru_cache(maxsize=8)
+def _resolve(entry: str | None) -> Source:
     return _capture(str(Path(entry).resolve()) if entry and Path(entry).exists() else entry)
 
 

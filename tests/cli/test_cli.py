@@ -59,7 +59,7 @@ def test_audit_log_json(populated, keel_env):
     forest, _ = populated
     events = json.loads(keel(keel_env, "audit", "log", "--json", "--object", forest).stdout)
     assert [e["action"] for e in events] == [
-        "run.create", "params.log", "artifact.log", "dataset.use", "metrics.log", "run.end"]
+        "run.create", "params.log", "metrics.log", "artifact.log", "dataset.use", "run.end"]
     assert all(e["actor"] == "alice" for e in events)
 
 

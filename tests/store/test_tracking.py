@@ -115,10 +115,29 @@ def test_unknown_run_id_is_named(client):
         client.log_params("no-such-run", {"a": 1})
     with pytest.raises(NotFound, match=r"'no-such-run' does not exist"):
         client.get_run("no-such-run")
-    client.log_metric("no-such-run", "x", 1.0)
-    with pytest.raises(NotFound, match=r"run 'no-such-run' does not exist; 1 metric values not logged"):
-        client.flush()
-    client.flush()  # the refused batch is dropped, not retried forever
+    with pytest.raises(NotFound, match=r"run_id 'no-such-run' does not exist"):
+        client.log_metric("no-such-run", "x", 1.0)  # checked at the call, not at a later flush
+    with pytest.raises(NotFound, match=r"run_id 'no-such-run' does not exist"):
+        client.end_run("no-such-run")
+
+
+def test_param_changed_by_another_process_is_refused_at_flush_without_losing_other_runs(client, settings):
+    from keel.tracking.client import Client
+
+    run, other = client.create_run(), client.create_run()
+    client.log_params(run.id, {"lr": 0.1})
+    client.flush()
+    second = Client(settings)  # another process's view: it does not know what the first logged
+    second.log_params(run.id, {"lr": 0.5})
+    second.log_metric(other.id, "acc", 0.7)
+    second.log_params(other.id, {"depth": 3})
+    with pytest.raises(Conflict, match=r"param 'lr' of run \w+ is already '0.1'; cannot change it to '0.5'"):
+        second.flush()
+    assert client.get_run(run.id).params == {"lr": "0.1"}
+    kept = client.get_run(other.id)  # the other run's part of the batch was written
+    assert kept.params == {"depth": "3"} and kept.metrics == {"acc": 0.7}
+    second.flush()  # the refused part was dropped, not retried forever
+    second.close()
 
 
 def test_over_long_keys_and_values_are_refused(client):
