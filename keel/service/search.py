@@ -25,6 +25,7 @@ from keel.errors import InvalidInput
 from keel.service.context import Context
 from keel.service.tracking import hydrate_runs
 from keel.store.schema import experiments, latest_metrics, params, runs, tags
+from keel.store.sql import fetch_all
 
 _KINDS = {
     "metric": "metrics", "metrics": "metrics", "param": "params", "params": "params",
@@ -161,8 +162,7 @@ def search_runs(
         query = _order(query, spec, i)
     query = query.order_by(runs.c.start_time.desc(), runs.c.id).limit(max_results)
     with ctx.store.read() as conn:
-        rows = conn.execute(query).all()
-        return hydrate_runs(conn, rows)
+        return hydrate_runs(conn, fetch_all(conn, query))
 
 
 def _order(query: Any, spec: str, index: int) -> Any:

@@ -15,16 +15,17 @@ from keel.entities import Experiment, Metric, Run, RunStatus, Source
 from keel.errors import Conflict, InvalidInput, NotFound
 from keel.service import validation as v
 from keel.service.context import Context
-from keel.store.schema import experiments, latest_metrics, metrics, params, runs, tags
-from keel.store.sql import Tx
+from keel.service import metric_chunks as chunks
+from keel.store.schema import experiments, latest_metrics, metric_chunks, params, runs, tags
+from keel.store.sql import Tx, fetch_all
 
 DEFAULT_EXPERIMENT = "Default"
 
-# What the metric buffer hands over, already in the shape of a `metrics` row:
-# (run_id, key, value, is_nan, step, timestamp_ms). NaN arrives as value None +
-# is_nan True, because SQLite cannot store NaN in a REAL column.
+# What the metric buffer hands over: (run_id, key, value, is_nan, step,
+# timestamp_ms). NaN arrives as value None + is_nan True, the form the
+# latest_metrics table needs (SQLite cannot store NaN in a REAL column).
 MetricRow = tuple[str, str, "float | None", bool, int, int]
-METRIC_COLUMNS = ("run_id", "key", "value", "is_nan", "step", "timestamp")
+_LATEST_COLUMNS = ("run_id", "key", "value", "is_nan", "step", "timestamp")
 _RUN_COLUMNS = ("id", "experiment_id", "name", "status", "start_time", "user", "source_commit", "source_dirty",
                 "entry_point", "parent_run_id")
 
@@ -141,25 +142,33 @@ def get_run(ctx: Context, run_id: str) -> Run:
         return hydrate_runs(conn, [row])[0]
 
 
+_RUN_FIELDS = tuple(runs.c.keys())
+
+
 def hydrate_runs(conn: sa.Connection, rows: Sequence[Any]) -> list[Run]:
-    """Turn run rows into Run records with params, tags and latest metrics (3 queries)."""
-    ids = [r.id for r in rows]
+    """Turn run rows into Run records with params, tags and latest metrics (3 queries per 500 runs)."""
     p: dict[str, dict[str, str]] = defaultdict(dict)
     t: dict[str, dict[str, str]] = defaultdict(dict)
     m: dict[str, dict[str, float]] = defaultdict(dict)
-    for chunk in _chunks(ids, 500):
-        for r in conn.execute(sa.select(params).where(params.c.run_id.in_(chunk))):
-            p[r.run_id][r.key] = r.value
-        for r in conn.execute(sa.select(tags).where(tags.c.run_id.in_(chunk))):
-            t[r.run_id][r.key] = r.value
-        for r in conn.execute(sa.select(latest_metrics).where(latest_metrics.c.run_id.in_(chunk))):
-            m[r.run_id][r.key] = math.nan if r.is_nan else r.value
+    records = [dict(zip(_RUN_FIELDS, r)) for r in rows]
+    for chunk in _chunks([r["id"] for r in records], 500):
+        # Ordered by key, so each run's dicts come out sorted without sorting them here.
+        for run_id, key, value in fetch_all(conn, sa.select(params.c.run_id, params.c.key, params.c.value)
+                                            .where(params.c.run_id.in_(chunk)).order_by(params.c.key)):
+            p[run_id][key] = value
+        for run_id, key, value in fetch_all(conn, sa.select(tags.c.run_id, tags.c.key, tags.c.value)
+                                            .where(tags.c.run_id.in_(chunk)).order_by(tags.c.key)):
+            t[run_id][key] = value
+        for run_id, key, value, is_nan in fetch_all(conn, sa.select(
+                latest_metrics.c.run_id, latest_metrics.c.key, latest_metrics.c.value, latest_metrics.c.is_nan)
+                .where(latest_metrics.c.run_id.in_(chunk)).order_by(latest_metrics.c.key)):
+            m[run_id][key] = math.nan if is_nan else value  # is_nan: 0/1 from SQLite, bool from PostgreSQL
     return [
-        Run(r.id, r.experiment_id, r.name, r.status, r.start_time, r.end_time, r.user,
-            Source(r.source_commit, r.source_dirty, r.entry_point), r.parent_run_id,
-            params=dict(sorted(p[r.id].items())), tags=dict(sorted(t[r.id].items())),
-            metrics=dict(sorted(m[r.id].items())))
-        for r in rows
+        Run(r["id"], r["experiment_id"], r["name"], r["status"], r["start_time"], r["end_time"], r["user"],
+            Source(r["source_commit"], None if r["source_dirty"] is None else bool(r["source_dirty"]),
+                   r["entry_point"]),
+            r["parent_run_id"], params=p[r["id"]], tags=t[r["id"]], metrics=m[r["id"]])
+        for r in records
     ]
 
 
@@ -234,6 +243,7 @@ def write_batch(ctx: Context, batch: RunBatch) -> None:
         return
     run_ids = batch.run_ids()
     latest = _latest_per_key(batch.metrics)
+    packed, metric_summary = chunks.pack(batch.metrics) if batch.metrics else ([], {})
 
     created = {c.run.id for c in batch.creates}
     ends = [e for e in batch.ends if e[0] not in created]
@@ -250,16 +260,10 @@ def write_batch(ctx: Context, batch: RunBatch) -> None:
         if batch.tags:
             _write_tags(tx, batch.tags, created)
         if batch.metrics:
-            tx.bulk_insert(metrics, METRIC_COLUMNS, batch.metrics)
+            tx.bulk_insert(metric_chunks, chunks.COLUMNS, packed)
             _update_latest(tx, latest, created)
-            by_run: dict[str, list[int]] = defaultdict(list)
-            keys: dict[str, set[str]] = defaultdict(set)
-            for row in batch.metrics:
-                by_run[row[0]].append(row[4])
-                keys[row[0]].add(row[1])
-            for run_id, steps in by_run.items():
-                tx.audit("metrics.log", "run", run_id, {
-                    "count": len(steps), "keys": sorted(keys[run_id])[:50], "steps": [min(steps), max(steps)]})
+            for run_id, summary in metric_summary.items():
+                tx.audit("metrics.log", "run", run_id, summary)
         tx.execute_many(_END_RUN, [{"r": r, "st": st, "et": et} for r, st, et in ends])
         for run_id, status, _ in batch.ends:
             tx.audit("run.end", "run", run_id, {"status": status})
@@ -359,7 +363,7 @@ def _update_latest(tx: Tx, latest: dict[tuple[str, str], MetricRow], created: se
             inserts.append((run_id, key, val, nan, step, ts))
         elif (step, ts) >= current[(run_id, key)]:
             updates.append({"r": run_id, "k": key, "v": val, "n": nan, "s": step, "t": ts})
-    tx.bulk_insert(latest_metrics, METRIC_COLUMNS, inserts)
+    tx.bulk_insert(latest_metrics, _LATEST_COLUMNS, inserts)
     tx.execute_many(_UPDATE_LATEST, updates)
 
 
@@ -367,12 +371,10 @@ def metric_history(ctx: Context, run_id: str, key: str) -> list[Metric]:
     """Every logged value of ``key`` in ``run_id``, ordered by step then time."""
     with ctx.store.read() as conn:
         require_run(conn, run_id)
-        rows = conn.execute(
-            sa.select(metrics.c.value, metrics.c.is_nan, metrics.c.step, metrics.c.timestamp)
-            .where(metrics.c.run_id == run_id, metrics.c.key == key)
-            .order_by(metrics.c.step, metrics.c.timestamp, metrics.c.id)
-        ).all()
-    return [Metric(key, math.nan if r.is_nan else r.value, r.step, r.timestamp) for r in rows]
+        stored = fetch_all(conn, sa.select(metric_chunks.c.steps, metric_chunks.c.vals, metric_chunks.c.timestamps)
+                           .where(metric_chunks.c.run_id == run_id, metric_chunks.c.key == key)
+                           .order_by(metric_chunks.c.id))
+    return [Metric(key, value, step, ts) for step, value, ts in chunks.unpack(stored)]
 
 
 def metric_keys(ctx: Context, run_id: str) -> list[str]:

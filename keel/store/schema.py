@@ -63,22 +63,26 @@ tags = sa.Table(
     sa.Column("value", sa.Text, nullable=False),
 )
 
-# Every logged value; SQLite stores NaN as NULL, so NaN is value NULL + is_nan.
-metrics = sa.Table(
-    "metrics",
+# Logged values in packed chunks, one row per (run, key, flush): see
+# keel/service/metric_chunks.py. Arrays are little-endian int64/float64.
+metric_chunks = sa.Table(
+    "metric_chunks",
     metadata,
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
     sa.Column("run_id", ID, sa.ForeignKey("runs.id"), nullable=False),
     sa.Column("key", KEY, nullable=False),
-    sa.Column("value", sa.Float(precision=53)),
-    sa.Column("is_nan", sa.Boolean, nullable=False),
-    sa.Column("step", sa.BigInteger, nullable=False),
-    sa.Column("timestamp", sa.BigInteger, nullable=False),
-    sa.Index("ix_metrics_run_id_key_step", "run_id", "key", "step"),
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.Column("first_step", sa.BigInteger, nullable=False),
+    sa.Column("last_step", sa.BigInteger, nullable=False),
+    sa.Column("steps", sa.LargeBinary, nullable=False),
+    sa.Column("vals", sa.LargeBinary, nullable=False),
+    sa.Column("timestamps", sa.LargeBinary, nullable=False),
+    sa.Index("ix_metric_chunks_run_id_key", "run_id", "key"),
 )
 
 # The value at the highest step (then latest time) per run and key: what
-# search filters and sorts on, kept in step with `metrics` by every flush.
+# search filters and sorts on, kept in step with metric_chunks by every flush.
+# SQLite stores NaN as NULL, so NaN is value NULL + is_nan.
 latest_metrics = sa.Table(
     "latest_metrics",
     metadata,

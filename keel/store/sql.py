@@ -48,6 +48,23 @@ def _prepare(stmt: Any, dialect: sa.Dialect, column_keys: Sequence[str] | None =
     return hit
 
 
+def fetch_all(conn: sa.Connection, stmt: Any) -> list[tuple[Any, ...]]:
+    """Run a Core SELECT on the driver cursor and return plain tuples.
+
+    For reads that return thousands of rows (search results): the driver's
+    fetchall is an order of magnitude cheaper than building SQLAlchemy rows.
+    """
+    compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    values = compiled.params
+    args: Any = tuple(values[n] for n in compiled.positiontup) if conn.dialect.positional else values
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute(str(compiled), args)
+        return cursor.fetchall()
+    finally:
+        cursor.close()
+
+
 _HEAD_FOR_UPDATE = (
     sa.select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1).with_for_update()
 )

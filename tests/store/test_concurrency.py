@@ -47,7 +47,7 @@ def test_eight_processes_log_to_one_run(client, keel_env, raw_engine):
         assert "locked" not in stderr.lower()
 
     with raw_engine.connect() as conn:
-        total = conn.execute(sa.text("SELECT COUNT(*) FROM metrics WHERE run_id = :r"), {"r": run.id}).scalar()
+        total = conn.execute(sa.text("SELECT SUM(count) FROM metric_chunks WHERE run_id = :r"), {"r": run.id}).scalar()
     assert total == WORKERS * VALUES * 2
     for w in range(WORKERS):
         history = client.metric_history(run.id, f"w{w}")

@@ -51,16 +51,18 @@ def upgrade() -> None:
             sa.Column("value", sa.Text, nullable=False),
         )
     op.create_table(
-        "metrics",
+        "metric_chunks",
         sa.Column("id", BIGINT_PK, primary_key=True, autoincrement=True),
-        sa.Column("run_id", ID, sa.ForeignKey("runs.id", name="fk_metrics_run_id_runs"), nullable=False),
+        sa.Column("run_id", ID, sa.ForeignKey("runs.id", name="fk_metric_chunks_run_id_runs"), nullable=False),
         sa.Column("key", KEY, nullable=False),
-        sa.Column("value", sa.Float(precision=53)),
-        sa.Column("is_nan", sa.Boolean, nullable=False),
-        sa.Column("step", sa.BigInteger, nullable=False),
-        sa.Column("timestamp", sa.BigInteger, nullable=False),
+        sa.Column("count", sa.Integer, nullable=False),
+        sa.Column("first_step", sa.BigInteger, nullable=False),
+        sa.Column("last_step", sa.BigInteger, nullable=False),
+        sa.Column("steps", sa.LargeBinary, nullable=False),
+        sa.Column("vals", sa.LargeBinary, nullable=False),
+        sa.Column("timestamps", sa.LargeBinary, nullable=False),
     )
-    op.create_index("ix_metrics_run_id_key_step", "metrics", ["run_id", "key", "step"])
+    op.create_index("ix_metric_chunks_run_id_key", "metric_chunks", ["run_id", "key"])
     op.create_table(
         "latest_metrics",
         sa.Column("run_id", ID, sa.ForeignKey("runs.id", name="fk_latest_metrics_run_id_runs"), primary_key=True),
@@ -125,6 +127,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     for name in (
         "audit_head", "audit_events", "run_inputs", "datasets", "artifacts",
-        "latest_metrics", "metrics", "tags", "params", "runs", "experiments",
+        "latest_metrics", "metric_chunks", "tags", "params", "runs", "experiments",
     ):
         op.drop_table(name)
