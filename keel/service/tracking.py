@@ -30,12 +30,6 @@ _RUN_COLUMNS = ("id", "experiment_id", "name", "status", "start_time", "user", "
                 "entry_point", "parent_run_id")
 
 
-def metric_row(run_id: str, key: str, value: float, step: int, timestamp: int) -> MetricRow:
-    if value != value:
-        return (run_id, key, None, True, step, timestamp)
-    return (run_id, key, value, False, step, timestamp)
-
-
 def now_ms() -> int:
     return int(time.time() * 1000)
 

@@ -51,6 +51,13 @@ class WriteBuffer:
         elif self._thread is None:
             self._start_thread()
 
+    def add_metrics(self, rows: list[MetricRow]) -> None:
+        self._metrics.extend(rows)
+        if len(self._metrics) >= self._max:
+            self.flush()
+        elif self._thread is None:
+            self._start_thread()
+
     def add_create(self, run: NewRun) -> None:
         self._creates.append(run)
         if self._thread is None:

@@ -128,29 +128,40 @@ class Client:
 
     def log_metric(self, run_id: str, key: str, value: float, step: int = 0, timestamp: int | None = None) -> None:
         """Buffer one metric value (no database round trip)."""
+        ts = int(time.time() * 1000) if timestamp is None else timestamp
+        self._buffer.add_metric(self._metric_row(run_id, key, value, step, ts))
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0, timestamp: int | None = None) -> None:
+        ts = int(time.time() * 1000) if timestamp is None else timestamp
+        self._buffer.add_metrics([self._metric_row(run_id, k, v, step, ts) for k, v in metrics.items()])
+
+    def log_batch(self, run_id: str, metrics: Sequence[Metric | tuple[str, float, int]]) -> None:
+        """Buffer many values at once: ``Metric`` records or ``(key, value, step)`` tuples.
+
+        All are validated first: one bad value refuses the whole call.
+        """
+        now = int(time.time() * 1000)
+        row = self._metric_row
+        self._buffer.add_metrics([
+            row(run_id, m.key, m.value, m.step, m.timestamp) if isinstance(m, Metric) else row(run_id, *m, now)
+            for m in metrics
+        ])
+
+    def _metric_row(self, run_id: str, key: str, value: Any, step: Any, timestamp: Any) -> tuple:
+        """Validate one value into a buffered row; the checks are cached or cheap (hot path)."""
         if run_id not in self._known_runs:
             self._require_known(run_id)
         if key not in self._valid_keys:
             self._valid_keys.add(check_key("metric", key))
-        value = metric_value(key, value, allow_nonfinite=self._allow_nonfinite)
-        step = step if type(step) is int else metric_step(key, step)
-        ts = int(time.time() * 1000) if timestamp is None else metric_step(key, timestamp)
-        self._buffer.add_metric(tracking_service.metric_row(run_id, key, value, step, ts))
-
-    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0, timestamp: int | None = None) -> None:
-        ts = int(time.time() * 1000) if timestamp is None else timestamp
-        for key, value in metrics.items():
-            self.log_metric(run_id, key, value, step, ts)
-
-    def log_batch(self, run_id: str, metrics: Sequence[Metric | tuple[str, float, int]]) -> None:
-        """Buffer many values at once: ``Metric`` records or ``(key, value, step)`` tuples."""
-        now = int(time.time() * 1000)
-        for m in metrics:
-            if isinstance(m, Metric):
-                self.log_metric(run_id, m.key, m.value, m.step, m.timestamp)
-            else:
-                key, value, step = m
-                self.log_metric(run_id, key, value, step, now)
+        if type(value) is not float or not (self._allow_nonfinite or value - value == 0):
+            value = metric_value(key, value, allow_nonfinite=self._allow_nonfinite)
+        if type(step) is not int:
+            step = metric_step(key, step)
+        if type(timestamp) is not int:
+            timestamp = metric_step(key, timestamp)
+        if value != value:
+            return (run_id, key, None, True, step, timestamp)
+        return (run_id, key, value, False, step, timestamp)
 
     def flush(self) -> None:
         """Write buffered params, tags and metric values now."""
