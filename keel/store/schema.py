@@ -131,7 +131,7 @@ run_inputs = sa.Table(
 audit_events = sa.Table(
     "audit_events",
     metadata,
-    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=False),
     sa.Column("time", sa.String(40), nullable=False),
     sa.Column("actor", sa.String(256), nullable=False),
     sa.Column("action", sa.String(64), nullable=False),

@@ -8,7 +8,6 @@ same store uses one connection pool and one metric buffer.
 from __future__ import annotations
 
 import atexit
-import dataclasses
 import logging
 import os
 import sys
@@ -40,17 +39,19 @@ def client_for(settings: Settings | None = None) -> Client:
 
 
 _settings_cache: dict[tuple, Settings] = {}
-_SETTING_VARS = tuple(f"KEEL_{f.name.upper()}" for f in dataclasses.fields(Settings))
+# The variables that choose which client (store, artifacts, actor) a run uses;
+# the others are read when that client is first made.
+_STORE_VARS = ("KEEL_HOME", "KEEL_STORE_URI", "KEEL_ARTIFACT_URI", "KEEL_USER")
 
 
 def _current_settings() -> Settings:
-    """Settings from the environment and keel.toml, re-read only when either changed."""
+    """Settings from the environment and keel.toml, re-read when the store-choosing ones changed."""
     try:
         toml = os.stat(TOML_FILE).st_mtime_ns  # relative: the working directory's keel.toml
     except OSError:
         toml = None
     environ = os.environ
-    key = (tuple([environ.get(name) for name in _SETTING_VARS]), os.getcwd(), toml)
+    key = (tuple([environ.get(name) for name in _STORE_VARS]), os.getcwd(), toml)
     settings = _settings_cache.get(key)
     if settings is None:
         settings = _settings_cache[key] = Settings.load()

@@ -43,12 +43,15 @@ def upgrade() -> None:
     )
     op.create_index("ix_runs_experiment_id", "runs", ["experiment_id"])
     op.create_index("ix_runs_parent_run_id", "runs", ["parent_run_id"])
+    # Tables keyed by (run_id, key) are clustered on that key in SQLite
+    # (WITHOUT ROWID): one b-tree instead of two, fewer pages per commit.
     for name in ("params", "tags"):
         op.create_table(
             name,
             sa.Column("run_id", ID, sa.ForeignKey("runs.id", name=f"fk_{name}_run_id_runs"), primary_key=True),
             sa.Column("key", KEY, primary_key=True),
             sa.Column("value", sa.Text, nullable=False),
+            sqlite_with_rowid=False,
         )
     op.create_table(
         "metric_chunks",
@@ -71,6 +74,7 @@ def upgrade() -> None:
         sa.Column("is_nan", sa.Boolean, nullable=False),
         sa.Column("step", sa.BigInteger, nullable=False),
         sa.Column("timestamp", sa.BigInteger, nullable=False),
+        sqlite_with_rowid=False,
     )
     op.create_index("ix_latest_metrics_key_value", "latest_metrics", ["key", "value"])
     op.create_table(
@@ -103,7 +107,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "audit_events",
-        sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("seq", BIGINT_PK, primary_key=True, autoincrement=False),  # SQLite: the rowid itself
         sa.Column("time", sa.String(40), nullable=False),
         sa.Column("actor", sa.String(256), nullable=False),
         sa.Column("action", sa.String(64), nullable=False),
