@@ -179,10 +179,6 @@ def set_tags(ctx: Context, run_id: str, values: Mapping[str, Any]) -> None:
                                     for k, val in values.items()]))
 
 
-def log_metric_rows(ctx: Context, rows: Sequence[MetricRow]) -> None:
-    write_batch(ctx, RunBatch(metrics=list(rows)))
-
-
 @dataclass
 class RunBatch:
     """Validated changes to existing runs, written together in one transaction.
@@ -369,13 +365,6 @@ def metric_history(ctx: Context, run_id: str, key: str) -> list[Metric]:
                            .where(metric_chunks.c.run_id == run_id, metric_chunks.c.key == key)
                            .order_by(metric_chunks.c.id))
     return [Metric(key, value, step, ts) for step, value, ts in chunks.unpack(stored)]
-
-
-def metric_keys(ctx: Context, run_id: str) -> list[str]:
-    with ctx.store.read() as conn:
-        return list(conn.execute(
-            sa.select(latest_metrics.c.key).where(latest_metrics.c.run_id == run_id).order_by(latest_metrics.c.key)
-        ).scalars())
 
 
 # -- helpers -------------------------------------------------------------------
