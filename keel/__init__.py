@@ -31,6 +31,9 @@ _EXPORTS: dict[str, str] = {
     "get_run": "keel.tracking.fluent",
     "search_runs": "keel.tracking.fluent",
     "ActiveRun": "keel.tracking.fluent",
+    "log_model": "keel.formats.api",
+    "save_model": "keel.formats.api",
+    "load_model": "keel.formats.api",
     "Client": "keel.tracking.client",
     "Settings": "keel.settings",
     "KeelError": "keel.errors",
@@ -54,6 +57,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # for type checkers and IDEs only
     from keel.errors import KeelError
+    from keel.formats.api import load_model, log_model, save_model
     from keel.settings import Settings
     from keel.tracking.client import Client
     from keel.tracking.fluent import (

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from keel import __version__
-from keel.cli import audit, db, runs
+from keel.cli import audit, db, env, runs
 from keel.cli.common import err
 
 app = typer.Typer(
@@ -24,6 +24,7 @@ app.add_typer(runs.experiments_app, name="experiments")
 app.add_typer(runs.runs_app, name="runs")
 app.add_typer(audit.app, name="audit")
 app.add_typer(db.app, name="db")
+app.add_typer(env.app, name="env")
 
 
 def _version(value: bool) -> None:

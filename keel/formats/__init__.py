@@ -1,0 +1,1 @@
+"""Model formats: plug-ins, the bundle, signatures, and save/load/log."""
