@@ -7,6 +7,7 @@ registry holds versions.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import tempfile
@@ -34,6 +35,7 @@ class ModelInfo:
     format: str
     manifest_sha256: str
     signature: dict[str, Any] | None
+    onnx: str  # "pending" (converting in the background), or why there will be no ONNX copy
 
 
 def save_model(model: Any, path: str | os.PathLike[str], *, format: str | None = None,
@@ -78,8 +80,25 @@ def log_model(model: Any, name: str = "model", *, input_example: Any = None, for
         infos = client.log_artifacts(run_id, manifest.path, artifact_path)
     manifest_sha = next(i.sha256 for i in infos if i.path == f"{artifact_path}/{MANIFEST}")
     client.set_tags(run_id, {f"keel.model.{artifact_path}": f"{manifest.format}:{manifest_sha}"})
+    onnx = _start_onnx_copy(client, run_id, artifact_path, manifest, input_example)
     return ModelInfo(f"runs:/{run_id}/{artifact_path}", run_id, artifact_path, manifest.format, manifest_sha,
-                     manifest.data.get("signature"))
+                     manifest.data.get("signature"), onnx)
+
+
+def _start_onnx_copy(client: Any, run_id: str, name: str, manifest: Manifest, example: Any) -> str:
+    """Start the background ONNX conversion where it applies; say why not otherwise."""
+    from keel.formats import onnx_copy
+
+    if manifest.format not in onnx_copy.CONVERTIBLE:
+        return f"not applicable to {manifest.format} models"
+    if example is None:
+        return "not attempted: no input_example to check parity on"
+    converter = "skl2onnx" if manifest.format == "sklearn" else "onnxmltools"
+    if any(importlib.util.find_spec(m) is None for m in ("onnxruntime", converter)):
+        return "not attempted: install keel[onnx] for ONNX copies"
+    client.set_tags(run_id, {onnx_copy.tag_key(name): '{"status": "pending"}'})
+    onnx_copy.start(client, run_id, name, example)
+    return "pending"
 
 
 def load_model(uri: str | os.PathLike[str], *, strict: bool = False, allow_unverified_pickle: bool = False,
