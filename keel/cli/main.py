@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from keel import __version__
-from keel.cli import audit, db, env, runs
+from keel.cli import audit, db, env, models, runs
 from keel.cli.common import err
 
 app = typer.Typer(
@@ -25,6 +25,7 @@ app.add_typer(runs.runs_app, name="runs")
 app.add_typer(audit.app, name="audit")
 app.add_typer(db.app, name="db")
 app.add_typer(env.app, name="env")
+app.add_typer(models.app, name="models")
 
 
 def _version(value: bool) -> None:
