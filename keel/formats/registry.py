@@ -14,12 +14,19 @@ from keel.formats.base import ModelFormat, module_of
 FORMATS: dict[str, str] = {
     "xgboost": "keel.formats.xgboost:XGBoostFormat",
     "lightgbm": "keel.formats.lightgbm:LightGBMFormat",
+    "catboost": "keel.formats.catboost:CatBoostFormat",
+    "torch": "keel.formats.torch:TorchFormat",
     "sklearn": "keel.formats.sklearn:SklearnFormat",
     "onnx": "keel.formats.onnx:OnnxFormat",
     "python": "keel.formats.python:PythonFormat",
 }
 # Which top-level package makes an object a candidate for a format (no import needed).
-_BY_PACKAGE = {"xgboost": "xgboost", "lightgbm": "lightgbm", "sklearn": "sklearn", "onnx": "onnx"}
+_BY_PACKAGE = {"xgboost": "xgboost", "lightgbm": "lightgbm", "catboost": "catboost", "torch": "torch",
+               "sklearn": "sklearn", "onnx": "onnx"}
+# Formats whose models are often subclasses defined in user code (a torch.nn.Module
+# subclass lives in the user's module): their package is also looked for along the
+# class's MRO, by module name, so the library is imported only for its own objects.
+_BY_BASE_PACKAGE = {"torch": "torch"}
 
 _loaded: dict[str, ModelFormat] = {}
 
@@ -37,7 +44,7 @@ def get_format(name: str) -> ModelFormat:
 
 def detect_format(model: Any) -> ModelFormat:
     """The plug-in for a live model object, or InvalidInput saying what is accepted."""
-    candidate = _BY_PACKAGE.get(module_of(model))
+    candidate = _BY_PACKAGE.get(module_of(model)) or _by_base_package(model)
     if candidate and get_format(candidate).matches(model):
         return get_format(candidate)
     for name in FORMATS:
@@ -45,6 +52,11 @@ def detect_format(model: Any) -> ModelFormat:
             return get_format(name)
     raise InvalidInput(
         f"cannot tell the format of a {type(model).__module__}.{type(model).__name__}: keel takes "
-        "scikit-learn, XGBoost and LightGBM models, ONNX ModelProto objects, and any object with a "
-        "predict() method (custom Python); pass format=... to choose one"
+        "scikit-learn, XGBoost, LightGBM and CatBoost models, PyTorch modules, ONNX ModelProto objects, "
+        "and any object with a predict() method (custom Python); pass format=... to choose one"
     )
+
+
+def _by_base_package(model: Any) -> str | None:
+    packages = ((cls.__module__ or "").split(".", 1)[0] for cls in type(model).__mro__)
+    return next((_BY_BASE_PACKAGE[p] for p in packages if p in _BY_BASE_PACKAGE), None)

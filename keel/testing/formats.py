@@ -100,6 +100,11 @@ def _native_predict(model: Any, X: Any) -> Any:
 
         session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
         return session.run(None, {session.get_inputs()[0].name: np.asarray(X, dtype=np.float32)})[0]
+    if any(c.__module__.split(".")[0] == "torch" for c in type(model).__mro__):  # nn.Module: forward
+        import torch
+
+        with torch.no_grad():
+            return model(torch.as_tensor(np.asarray(X, dtype=np.float32))).numpy()
     if type(model).__name__ == "Booster" and type(model).__module__.startswith("xgboost"):
         import xgboost as xgb
 
