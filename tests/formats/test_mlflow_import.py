@@ -14,7 +14,6 @@ import keel
 from keel.errors import PermissionDenied
 from keel.formats.mlflow_import import read_mlflow_model
 
-import mlflow  # noqa: E402  (dev dependency: MLflow writes the directories imported here)
 pytestmark = pytest.mark.store
 REQS = ["scikit-learn"]  # explicit requirements: MLflow's own inference takes ~20 s per model
 
