@@ -1,11 +1,13 @@
 """`keel quickstart`: the loop on a dataset scikit-learn ships, narrated.
 
 Grows with each capability. Today: train, track (params, metrics over steps,
-datasets with profiles, artifacts), show the run, verify the audit chain.
+datasets with profiles, artifacts), log the model as a bundle and load it back
+by URI, make its ONNX copy, show the run, verify the audit chain.
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +30,10 @@ def run_quickstart(home: Path | None = None, console: Console | None = None) -> 
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import StandardScaler
 
+    from sklearn.pipeline import make_pipeline
+
+    from keel.formats import onnx_copy
+    from keel.formats.api import load_model, log_model
     from keel.tracking.fluent import client_for, start_run
 
     console = console or Console(highlight=False)
@@ -84,9 +90,9 @@ def run_quickstart(home: Path | None = None, console: Console | None = None) -> 
 
         coefficients = dict(sorted(zip(names, model.coef_[0].round(6).tolist()), key=lambda kv: -abs(kv[1])))
         run.log_dict({"intercept": float(model.intercept_[0]), "coefficients": coefficients},
-                     "model/coefficients.json")
+                     "details/coefficients.json")
         run.log_dict({"mean": scaler.mean_.tolist(), "scale": scaler.scale_.tolist(), "features": names},
-                     "model/scaler.json")
+                     "details/scaler.json")
         from sklearn.metrics import classification_report, confusion_matrix
 
         run.log_dict({"labels": [str(n) for n in data.target_names],
@@ -98,12 +104,29 @@ def run_quickstart(home: Path | None = None, console: Console | None = None) -> 
             client_for(settings).read_artifact(run.id, info.path)
         console.print(f"4. store    {len(stored)} artifacts stored content-addressed (sha256), read back and verified")
 
+        pipeline = make_pipeline(scaler, model)
+        info = log_model(pipeline, "model", input_example=X_test[:5])
+        loaded = load_model(info.uri, settings=settings)
+        same = bool((loaded.predict(X_test) == pipeline.predict(X_test)).all())
+        lock_size = len(loaded.manifest.data["libraries"])
+        console.print(f"5. model    {info.uri}: {info.format} bundle (skops, no pickle), signature of "
+                      f"{loaded.signature.inputs[0].shape[-1]} features, {lock_size} pinned "
+                      f"libraries; reloaded by URI, hashes checked, predictions identical: {same}")
+
+    onnx_copy.wait(30)
     client = client_for(settings)
+    onnx = json.loads(client.get_run(run.id).tags.get(onnx_copy.tag_key("model"), json.dumps({"status": info.onnx})))
+    if onnx["status"] == "passed":
+        console.print(f"6. onnx     converted off the caller's path; parity on {onnx['rows']} rows: "
+                      f"max |diff| {onnx['max_abs_diff']:.1e}, labels agree {onnx['label_agreement']:.1%} "
+                      f"-> {onnx['uri']}")
+    else:
+        console.print(f"6. onnx     no ONNX copy: {onnx.get('reason', onnx['status'])}")
     _print_run(console, client, run.id)
     report = client.verify_audit()
     if not report.ok:
         raise IntegrityError(f"audit chain broken at event {report.first_bad_seq}: {report.reason}")
-    console.print(f"5. audit    chain OK: {report.events_checked} events, head {report.head_hash[:16]}...")
+    console.print(f"7. audit    chain OK: {report.events_checked} events, head {report.head_hash[:16]}...")
     console.print(f"done in {time.perf_counter() - t0:.1f}s. Explore it:\n"
                   f"  export KEEL_HOME={home}\n  keel runs show {run.id}\n  keel audit log")
     return run.id

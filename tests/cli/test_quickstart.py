@@ -32,7 +32,10 @@ def test_quickstart_tracks_a_run_and_verifies_the_chain(tmp_path):
                                       capture_output=True, text=True, check=True).stdout)
     assert shown["metric_values_logged"]["train_loss"] == 15
     assert {d["context"] for d in shown["datasets"]} == {"training", "evaluation"}
-    assert len(shown["artifacts"]) == 4
+    paths = {a["path"] for a in shown["artifacts"]}
+    assert {"evaluation/report.txt", "details/coefficients.json", "model/keel.yaml", "model/model.skops",
+            "model/requirements.lock"} <= paths
+    assert "5. model    runs:/" in proc.stdout and "predictions identical: True" in proc.stdout
     verify = subprocess.run([*_keel_exe(), "audit", "verify"], env=env, capture_output=True, text=True)
     assert verify.returncode == 0
 
