@@ -5,6 +5,9 @@ boosters, ONNX) are read without mlflow installed. MLflow's pickle-based
 flavors (cloudpickle scikit-learn, LightGBM scikit-learn wrappers) are loaded
 only with ``allow_unverified_pickle=True``, since nothing vouches for their
 content; once imported, the model is stored in keel's pickle-free formats.
+Custom ``python_function`` models can only run under mlflow: they are kept
+whole (format ``mlflow-pyfunc``), also only with that consent, and from then
+on their pickles load only when keel's store recorded their hash.
 """
 
 from __future__ import annotations
@@ -43,13 +46,14 @@ def read_mlflow_model(path: str | Path, *, allow_unverified_pickle: bool = False
     spec = yaml.safe_load(mlmodel.read_text()) or {}
     flavors = spec.get("flavors") or {}
     flavor = next((f for f in NATIVE if f in flavors), None)
-    if flavor is None:
-        raise InvalidInput(
-            f"{folder}: MLflow flavors {sorted(flavors)} have no native reader in keel; importable flavors are "
-            f"{', '.join(NATIVE)} (python_function-only models need mlflow and are not imported yet)")
-    conf = flavors[flavor]
-    reader = {"sklearn": _sklearn, "xgboost": _xgboost, "lightgbm": _lightgbm, "onnx": _onnx}[flavor]
-    model = reader(folder, conf, allow_unverified_pickle)
+    if flavor is not None:
+        reader = {"sklearn": _sklearn, "xgboost": _xgboost, "lightgbm": _lightgbm, "onnx": _onnx}[flavor]
+        model = reader(folder, flavors[flavor], allow_unverified_pickle)
+    elif "python_function" in flavors:
+        flavor, model = "python_function", _pyfunc(folder, allow_unverified_pickle)
+    else:
+        raise InvalidInput(f"{folder}: MLflow flavors {sorted(flavors)} cannot be imported; importable flavors "
+                           f"are {', '.join(NATIVE)} and python_function")
     info = {"mlflow_version": spec.get("mlflow_version"), "model_uuid": spec.get("model_uuid"),
             "flavor": flavor, "run_id": spec.get("run_id")}
     return Imported(model, flavor, _input_example(folder, spec), info)
@@ -119,6 +123,24 @@ def _onnx(folder: Path, conf: dict[str, Any], allow: bool) -> Any:
     import onnx
 
     return onnx.load(str(_file(folder, conf.get("data"), "ONNX model")))
+
+
+def _pyfunc(folder: Path, allow: bool) -> Any:
+    """A custom (python_function) model: kept whole, run by mlflow; it holds a cloudpickle."""
+    import importlib.util
+
+    from keel.formats.mlflow_pyfunc import MlflowDirectory
+
+    if importlib.util.find_spec("mlflow") is None:
+        raise InvalidInput(f"{folder} is an MLflow python_function model, which only mlflow can run; "
+                           "install mlflow (or mlflow-skinny) to import it")
+    if not allow:
+        raise PermissionDenied(
+            f"{folder} is an MLflow python_function model: a cloudpickle, and loading it runs whatever code it "
+            "holds. Pass --allow-unverified-pickle (allow_unverified_pickle=True) if you trust where it came from")
+    warnings.warn(f"IMPORTING AN UNVERIFIED PICKLED MLflow MODEL: {folder}", stacklevel=3)
+    print(f"keel: WARNING: importing unverified pickled MLflow model {folder}", file=sys.stderr)
+    return MlflowDirectory(folder.resolve())
 
 
 def _input_example(folder: Path, spec: dict[str, Any]) -> Any:

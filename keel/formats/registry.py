@@ -18,6 +18,7 @@ FORMATS: dict[str, str] = {
     "torch": "keel.formats.torch:TorchFormat",
     "sklearn": "keel.formats.sklearn:SklearnFormat",
     "onnx": "keel.formats.onnx:OnnxFormat",
+    "mlflow-pyfunc": "keel.formats.mlflow_pyfunc:MlflowPyfuncFormat",  # made by the MLflow importer
     "python": "keel.formats.python:PythonFormat",
 }
 # Which top-level package makes an object a candidate for a format (no import needed).

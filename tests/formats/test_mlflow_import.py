@@ -111,3 +111,27 @@ def test_not_an_mlflow_directory(tmp_path):
 
     with pytest.raises(NotFound, match="MLmodel is missing"):
         read_mlflow_model(tmp_path)
+
+
+def test_custom_pyfunc_model_is_kept_whole_and_runs_under_mlflow(keel_env, settings, tmp_path):
+    import mlflow.pyfunc
+
+    from pyfunc_model import RowSum
+
+    path = tmp_path / "pyfunc"
+    frame = pd.DataFrame({"a": [1.0, 2.0, 3.0], "b": [0.5, 0.25, 4.0]})
+    import pyfunc_model
+
+    # code_paths: MLflow copies the model's module into the directory, so it loads anywhere
+    mlflow.pyfunc.save_model(path, python_model=RowSum(), input_example=frame, pip_requirements=["numpy"],
+                             code_paths=[pyfunc_model.__file__])
+    refused = _import(keel_env, path)
+    assert refused.returncode == 1 and "python_function model" in refused.stderr
+    proc = _import(keel_env, path, "--allow-unverified-pickle")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["format"] == "mlflow-pyfunc"
+    loaded = keel.load_model(info["uri"], settings=settings)  # by URI: the store vouches for the pickle
+    assert loaded.manifest.data["pickles"] == ["mlflow/python_model.pkl"]
+    np.testing.assert_allclose(np.asarray(loaded.predict(frame)).ravel(),
+                               np.asarray(mlflow.pyfunc.load_model(str(path)).predict(frame)).ravel())
