@@ -55,6 +55,21 @@ class ModelFormat(Protocol):
         """Load files written by ``save``; the bundle has verified every file's hash."""
 
 
+class MethodPredictor:
+    """A predictor over an object that already has ``predict`` (and maybe ``predict_proba``).
+
+    Most libraries' models are such objects; only boosters, sessions and
+    modules need a predictor of their own.
+    """
+
+    def __init__(self, model: Any, wants_frame: bool | None, *, proba: bool | None = None) -> None:
+        self.native = model
+        self.wants_frame = wants_frame
+        self.predict = model.predict
+        if has_proba(model) if proba is None else proba:
+            self.predict_proba = model.predict_proba
+
+
 def as_frame(predictor: Predictor, columnar: bool) -> bool:
     """Whether ``predictor`` is handed a DataFrame for a signature that is (not) columnar."""
     return columnar if predictor.wants_frame is None else predictor.wants_frame

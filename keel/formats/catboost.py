@@ -13,19 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from keel.errors import InvalidInput
-from keel.formats.base import Saved
+from keel.formats.base import MethodPredictor, Saved
 
 FILE = "model.cbm"
 _CLASSES = {"CatBoostClassifier", "CatBoostRegressor", "CatBoost"}
-
-
-class CatBoostPredictor:
-    def __init__(self, model: Any, frame: bool) -> None:
-        self.native = model
-        self.wants_frame = frame
-        self.predict = model.predict
-        if type(model).__name__ == "CatBoostClassifier":
-            self.predict_proba = model.predict_proba
 
 
 class CatBoostFormat:
@@ -50,10 +41,10 @@ class CatBoostFormat:
                      model.get_embedding_feature_indices()))
         return Saved(files=[FILE], modules=["catboost", "numpy"], meta={"class": kind, "frame": frame})
 
-    def wrap(self, model: Any, saved: Saved) -> CatBoostPredictor:
-        return CatBoostPredictor(model, saved.meta["frame"])
+    def wrap(self, model: Any, saved: Saved) -> MethodPredictor:
+        return _predictor(model, saved.meta["frame"])
 
-    def load(self, folder: Path, saved: Saved) -> CatBoostPredictor:
+    def load(self, folder: Path, saved: Saved) -> MethodPredictor:
         import catboost
 
         kind = saved.meta.get("class")
@@ -61,4 +52,9 @@ class CatBoostFormat:
             raise InvalidInput(f"bundle names an unknown CatBoost class {kind!r}; expected one of {sorted(_CLASSES)}")
         model = getattr(catboost, kind)()
         model.load_model(str(folder / FILE), format="cbm")
-        return CatBoostPredictor(model, bool(saved.meta.get("frame")))
+        return _predictor(model, bool(saved.meta.get("frame")))
+
+
+def _predictor(model: Any, frame: bool) -> MethodPredictor:
+    # The generic CatBoost class has no predict_proba; only the classifier does.
+    return MethodPredictor(model, frame, proba=type(model).__name__ == "CatBoostClassifier")

@@ -17,20 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from keel.errors import InvalidInput
-from keel.formats.base import Saved, has_proba
+from keel.formats.base import MethodPredictor, Saved
 
 FILE = "model.pkl"
 CODE = "code"
-
-
-class PythonPredictor:
-    wants_frame = None  # follow the signature: a DataFrame for a columnar one, an array otherwise
-
-    def __init__(self, model: Any) -> None:
-        self.native = model
-        self.predict = model.predict
-        if has_proba(model):
-            self.predict_proba = model.predict_proba
 
 
 class PythonFormat:
@@ -66,13 +56,13 @@ class PythonFormat:
         return Saved(files=[FILE], modules=["numpy"], pickles=[FILE], code=code,
                      meta={"class": f"{cls.__module__}.{cls.__qualname__}"})
 
-    def wrap(self, model: Any, saved: Saved) -> PythonPredictor:
-        return PythonPredictor(model)
+    def wrap(self, model: Any, saved: Saved) -> MethodPredictor:
+        return MethodPredictor(model, None)  # None: a DataFrame for a columnar signature
 
-    def load(self, folder: Path, saved: Saved) -> PythonPredictor:
+    def load(self, folder: Path, saved: Saved) -> MethodPredictor:
         code = str(folder / CODE)
         if code not in sys.path:
             sys.path.insert(0, code)  # the captured source wins over whatever is installed
         with open(folder / FILE, "rb") as fh:
             model = pickle.load(fh)  # the bundle checked this file's hash against the store first
-        return PythonPredictor(model)
+        return MethodPredictor(model, None)  # None: a DataFrame for a columnar signature

@@ -10,19 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from keel.formats.base import Saved, has_proba
+from keel.formats.base import MethodPredictor, Saved
 
 FILE = "model.skops"
-
-
-class SklearnPredictor:
-    def __init__(self, estimator: Any) -> None:
-        self.native = estimator
-        # Fitted on a DataFrame: give it one back (column names, mixed types).
-        self.wants_frame = hasattr(estimator, "feature_names_in_")
-        self.predict = estimator.predict
-        if has_proba(estimator):
-            self.predict_proba = estimator.predict_proba
 
 
 class SklearnFormat:
@@ -48,10 +38,15 @@ class SklearnFormat:
         estimator = f"{type(model).__module__}.{type(model).__qualname__}"
         return Saved(files=[FILE], modules=modules, meta={"trusted_types": trusted, "estimator": estimator})
 
-    def wrap(self, model: Any, saved: Saved) -> SklearnPredictor:
-        return SklearnPredictor(model)
+    def wrap(self, model: Any, saved: Saved) -> MethodPredictor:
+        return _predictor(model)
 
-    def load(self, folder: Path, saved: Saved) -> SklearnPredictor:
+    def load(self, folder: Path, saved: Saved) -> MethodPredictor:
         import skops.io as sio
 
-        return SklearnPredictor(sio.load(folder / FILE, trusted=list(saved.meta.get("trusted_types", []))))
+        return _predictor(sio.load(folder / FILE, trusted=list(saved.meta.get("trusted_types", []))))
+
+
+def _predictor(estimator: Any) -> MethodPredictor:
+    # Fitted on a DataFrame: give it one back (column names, mixed types).
+    return MethodPredictor(estimator, hasattr(estimator, "feature_names_in_"))

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from keel.errors import InvalidInput
-from keel.formats.base import Saved, has_proba
+from keel.formats.base import MethodPredictor, Saved
 
 FILE = "model.ubj"
 _WRAPPERS = {"XGBClassifier", "XGBRegressor", "XGBRanker", "XGBRFClassifier", "XGBRFRegressor"}
@@ -27,15 +27,6 @@ class BoosterPredictor:
         import xgboost as xgb
 
         return self.native.predict(xgb.DMatrix(x))
-
-
-class WrapperPredictor:
-    def __init__(self, model: Any) -> None:
-        self.native = model
-        self.wants_frame = getattr(model, "feature_names_in_", None) is not None
-        self.predict = model.predict
-        if has_proba(model):
-            self.predict_proba = model.predict_proba
 
 
 class XGBoostFormat:
@@ -57,7 +48,7 @@ class XGBoostFormat:
         return Saved(files=[FILE], modules=["xgboost", "numpy", "scipy"], meta={"wrapper": kind})
 
     def wrap(self, model: Any, saved: Saved) -> Any:
-        return BoosterPredictor(model) if saved.meta["wrapper"] == "Booster" else WrapperPredictor(model)
+        return BoosterPredictor(model) if saved.meta["wrapper"] == "Booster" else _wrapper(model)
 
     def load(self, folder: Path, saved: Saved) -> Any:
         import xgboost as xgb
@@ -69,4 +60,9 @@ class XGBoostFormat:
             raise InvalidInput(f"bundle names an unknown XGBoost wrapper {kind!r}")
         model = getattr(xgb, kind)()
         model.load_model(folder / FILE)
-        return WrapperPredictor(model)
+        return _wrapper(model)
+
+
+def _wrapper(model: Any) -> MethodPredictor:
+    # Fitted on a DataFrame: give it one back.
+    return MethodPredictor(model, getattr(model, "feature_names_in_", None) is not None)
