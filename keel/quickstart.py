@@ -121,7 +121,7 @@ def run_quickstart(home: Path | None = None, console: Console | None = None) -> 
                       f"max |diff| {onnx['max_abs_diff']:.1e}, labels agree {onnx['label_agreement']:.1%} "
                       f"-> {onnx['uri']}")
     else:
-        console.print(f"6. onnx     no ONNX copy: {onnx.get('reason', onnx['status'])}")
+        console.print(f"6. onnx     no ONNX copy: {onnx.get('reason', onnx['status'])}", markup=False)
     _print_run(console, client, run.id)
     report = client.verify_audit()
     if not report.ok:
