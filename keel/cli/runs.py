@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Column, Table
 
 from keel.cli.common import client_from, fmt_duration, fmt_time, fmt_value, out, print_json
@@ -69,11 +70,11 @@ def runs_show(ctx: typer.Context, run_id: str = typer.Argument(..., help="Run id
         data["artifacts"] = artifacts
         return print_json(data)
     exp = client.get_experiment(run.experiment_id).name
-    out.print(f"[bold]run {run.id}[/bold]  {run.name}")
-    out.print(f"  experiment  {exp}\n  status      {run.status}\n  user        {run.user}")
+    out.print(f"[bold]run {run.id}[/bold]  {escape(run.name)}")
+    out.print(f"  experiment  {escape(exp)}\n  status      {run.status}\n  user        {escape(run.user)}")
     out.print(f"  started     {fmt_time(run.start_time)} UTC   duration {fmt_duration(run.start_time, run.end_time)}")
     dirty = {True: " (dirty)", False: "", None: ""}[run.source.dirty]
-    out.print(f"  source      {run.source.entry_point or '-'}  commit {run.source.commit or '-'}{dirty}")
+    out.print(f"  source      {escape(run.source.entry_point or '-')}  commit {run.source.commit or '-'}{dirty}")
     if run.parent_run_id:
         out.print(f"  parent      {run.parent_run_id}")
     _kv_table("params", run.params)
