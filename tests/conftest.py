@@ -20,6 +20,16 @@ from keel.settings import Settings
 STORE_ENV = "KEEL_TEST_STORE_URI"
 
 
+@pytest.fixture(autouse=True)
+def _finish_background_onnx_copies(store_uri: str) -> Iterator[None]:
+    """A test's background ONNX conversions finish before its store is dropped (torn down first)."""
+    yield
+    import sys
+
+    if "keel.formats.onnx_copy" in sys.modules:
+        sys.modules["keel.formats.onnx_copy"].wait(120)
+
+
 @pytest.fixture
 def store_uri(tmp_path: Path) -> Iterator[str]:
     base = os.environ.get(STORE_ENV)

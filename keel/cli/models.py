@@ -8,7 +8,7 @@ import typer
 
 from keel.cli.common import out, print_json, settings_from
 
-app = typer.Typer(help="Models: import from other tools (the registry arrives with versions and approvals).",
+app = typer.Typer(help="Models: the registry (versions, aliases) and imports from other tools.",
                   no_args_is_help=True)
 
 
@@ -41,3 +41,99 @@ def import_model(
         return print_json(info)
     out.print(f"imported {path} ({imported.flavor} flavor, MLflow {imported.mlflow.get('mlflow_version')}) "
               f"as {info.uri} [{info.format}]")
+
+
+@app.command("list")
+def list_models(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List registered models with their latest version and aliases."""
+    from rich.table import Table
+
+    from keel.cli.common import client_from, fmt_time
+    from keel.service.registry import list_models as listing
+
+    models = listing(client_from(ctx).ctx)
+    if as_json:
+        return print_json(models)
+    table = Table("model", "latest version", "aliases", "owner", "created (UTC)")
+    for m in models:
+        aliases = ", ".join(f"{a}->{v}" for a, v in m.aliases.items())
+        table.add_row(m.name, str(m.latest_version or "-"), aliases or "-", m.owner, fmt_time(m.created_at))
+    out.print(table)
+
+
+@app.command("versions")
+def versions(ctx: typer.Context, name: str = typer.Argument(..., help="Registered model name."),
+             as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List the versions of a registered model."""
+    from rich.table import Table
+
+    from keel.cli.common import client_from, fmt_time
+    from keel.service.registry import list_versions
+
+    found = list_versions(client_from(ctx).ctx, name)
+    if as_json:
+        return print_json([{**v.__dict__, "uri": v.uri, "source": v.source} for v in found])
+    table = Table("version", "aliases", "format", "source", "created by", "created (UTC)")
+    for v in found:
+        table.add_row(str(v.version), ", ".join(v.aliases) or "-", v.format, v.source, v.created_by,
+                      fmt_time(v.created_at))
+    out.print(table)
+
+
+@app.command("show")
+def show(ctx: typer.Context, uri: str = typer.Argument(..., help="models:/NAME/VERSION or models:/NAME@ALIAS."),
+         as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Show one registered version: its source run, format, manifest hash and aliases."""
+    from keel.cli.common import client_from
+    from keel.service.registry import resolve_uri
+
+    v = resolve_uri(client_from(ctx).ctx, uri)
+    data = {**v.__dict__, "uri": v.uri, "source": v.source}
+    if as_json:
+        return print_json(data)
+    for key in ("uri", "source", "format", "manifest_sha256", "aliases", "created_by"):
+        out.print(f"{key:16} {data[key]}", markup=False)
+
+
+@app.command("register")
+def register(ctx: typer.Context, source: str = typer.Argument(..., help="runs:/RUN_ID/PATH of a logged model."),
+             name: str = typer.Argument(..., help="Registered model name (created if needed).")) -> None:
+    """Register a logged model as the next version of NAME."""
+    import re
+
+    from keel.cli.common import client_from
+    from keel.errors import InvalidInput
+    from keel.service.registry import register_version
+
+    match = re.match(r"^runs:/([^/]+)/(.+)$", source)
+    if not match:
+        raise InvalidInput(f"source must be runs:/RUN_ID/PATH, got {source!r}")
+    client = client_from(ctx)
+    run_id, path = match[1], match[2].strip("/")
+    manifest = client.read_artifact(run_id, f"{path}/keel.yaml")
+    import yaml
+
+    fmt = (yaml.safe_load(manifest) or {}).get("format", "unknown")
+    version = register_version(client.ctx, name, run_id, path, format=fmt)
+    out.print(f"registered {source} as {version.uri}", markup=False)
+
+
+@app.command("alias")
+def alias(ctx: typer.Context, name: str = typer.Argument(..., help="Registered model name."),
+          alias_name: str = typer.Argument(..., metavar="ALIAS", help="Alias, e.g. staging or champion."),
+          version: int = typer.Argument(None, help="Version to point the alias at."),
+          delete: bool = typer.Option(False, "--delete", help="Remove the alias.")) -> None:
+    """Point an alias at a version (or --delete it). Protected aliases need a promotion request."""
+    from keel.cli.common import client_from
+    from keel.errors import InvalidInput
+    from keel.service.registry import delete_alias, set_alias
+
+    client = client_from(ctx)
+    if delete:
+        delete_alias(client.ctx, name, alias_name)
+        out.print(f"removed alias {alias_name} of {name}", markup=False)
+        return
+    if version is None:
+        raise InvalidInput("give the VERSION the alias should point at, or --delete")
+    set_alias(client.ctx, name, alias_name, version)
+    out.print(f"models:/{name}@{alias_name} -> version {version}", markup=False)

@@ -1,8 +1,8 @@
 """save_model, load_model, log_model: bundles on disk and in runs.
 
 Model URIs: a bundle folder on disk, ``runs:/RUN_ID/PATH`` (a model logged
-with a run), and ``models:/NAME/VERSION`` / ``models:/NAME@ALIAS`` once the
-registry holds versions.
+with a run), and ``models:/NAME/VERSION`` / ``models:/NAME@ALIAS`` (a
+registered version, by number or alias).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ class ModelInfo:
     manifest_sha256: str
     signature: dict[str, Any] | None
     onnx: str  # "pending" (converting in the background), or why there will be no ONNX copy
+    registered: str | None = None  # models:/NAME/VERSION when register= was given
 
 
 def save_model(model: Any, path: str | os.PathLike[str], *, format: str | None = None,
@@ -57,8 +58,12 @@ def save_model(model: Any, path: str | os.PathLike[str], *, format: str | None =
 
 
 def log_model(model: Any, name: str = "model", *, input_example: Any = None, format: str | None = None,
-              run_id: str | None = None, settings: Settings | None = None) -> ModelInfo:
-    """Save ``model`` into the active run (or ``run_id``) as the artifact folder ``name``."""
+              register: str | None = None, run_id: str | None = None, settings: Settings | None = None) -> ModelInfo:
+    """Save ``model`` into the active run (or ``run_id``) as the artifact folder ``name``.
+
+    ``register="churn"`` also registers it as the next version of the registered
+    model ``churn`` (created if needed); ``ModelInfo.registered`` is its URI.
+    """
     from keel.artifacts.paths import normalize_artifact_path
     from keel.tracking.fluent import active_run, client_for
 
@@ -80,9 +85,14 @@ def log_model(model: Any, name: str = "model", *, input_example: Any = None, for
         infos = client.log_artifacts(run_id, manifest.path, artifact_path)
     manifest_sha = next(i.sha256 for i in infos if i.path == f"{artifact_path}/{MANIFEST}")
     client.set_tags(run_id, {f"keel.model.{artifact_path}": f"{manifest.format}:{manifest_sha}"})
+    registered = None
+    if register is not None:
+        from keel.service.registry import register_version
+
+        registered = register_version(client.ctx, register, run_id, artifact_path, format=manifest.format).uri
     onnx = _start_onnx_copy(client, run_id, artifact_path, manifest, input_example)
     return ModelInfo(f"runs:/{run_id}/{artifact_path}", run_id, artifact_path, manifest.format, manifest_sha,
-                     manifest.data.get("signature"), onnx)
+                     manifest.data.get("signature"), onnx, registered)
 
 
 def _start_onnx_copy(client: Any, run_id: str, name: str, manifest: Manifest, example: Any) -> str:
@@ -103,7 +113,7 @@ def _start_onnx_copy(client: Any, run_id: str, name: str, manifest: Manifest, ex
 
 def load_model(uri: str | os.PathLike[str], *, strict: bool = False, allow_unverified_pickle: bool = False,
                settings: Settings | None = None) -> LoadedModel:
-    """Load a model from a bundle path or a ``runs:/`` URI, hash- and environment-checked.
+    """Load a model from a bundle path, ``runs:/`` or ``models:/`` URI, hash- and environment-checked.
 
     Every file's sha256 is checked before anything is read. A mismatch between
     the model's requirements.lock and this interpreter warns, or refuses with
@@ -132,15 +142,27 @@ def resolve_bundle(uri: str | os.PathLike[str], settings: Settings | None = None
     """The local bundle folder for a model URI, and the file hashes the store vouches for (None for a path)."""
     text = os.fspath(uri)
     if text.startswith("models:/"):
-        raise InvalidInput(
-            f"cannot resolve {text}: registry URIs (models:/NAME/VERSION, models:/NAME@ALIAS) need registered "
-            "versions, which this keel does not have yet; use the model's runs:/RUN_ID/PATH URI or its folder")
+        return _fetch_registered(text, settings)
     match = _RUNS_URI.match(text)
     if match:
         return _fetch_run_model(match["run"], match["path"], settings)
     if "://" in text or text.startswith("runs:"):
         raise InvalidInput(f"unsupported model URI {text!r}: use runs:/RUN_ID/PATH or a bundle folder")
     return Path(text), None
+
+
+def _fetch_registered(uri: str, settings: Settings | None) -> tuple[Path, set[str]]:
+    """A registry URI's bundle; its keel.yaml must still be the one pinned at registration."""
+    from keel.errors import IntegrityError
+    from keel.service.registry import resolve_uri
+    from keel.tracking.fluent import client_for
+
+    version = resolve_uri(client_for(settings).ctx, uri)
+    folder, trusted = _fetch_run_model(version.run_id, version.artifact_path, settings)
+    if sha256_file(folder / MANIFEST) != version.manifest_sha256:
+        raise IntegrityError(f"{uri} ({version.source}): keel.yaml differs from the one registered as version "
+                             f"{version.version}; refusing to load it")
+    return folder, trusted
 
 
 def _fetch_run_model(run_id: str, path: str, settings: Settings | None) -> tuple[Path, set[str]]:

@@ -56,18 +56,18 @@ def wait(timeout: float | None = None) -> bool:
 
 def _run(client: Any, run_id: str, name: str, example: Any) -> None:
     try:
-        status = convert_logged(client, run_id, name, example)
-    except Exception as exc:  # a failed conversion must not break the caller: record it
-        log.info("keel: ONNX copy of runs:/%s/%s failed: %s", run_id, name, exc)
-        status = {"status": "unavailable", "reason": f"{type(exc).__name__}: {exc}"[:500]}
-    finally:
-        with _lock:
-            _pending.discard(threading.current_thread())
-    try:
+        try:
+            status = convert_logged(client, run_id, name, example)
+        except Exception as exc:  # a failed conversion must not break the caller: record it
+            log.info("keel: ONNX copy of runs:/%s/%s failed: %s", run_id, name, exc)
+            status = {"status": "unavailable", "reason": f"{type(exc).__name__}: {exc}"[:500]}
         client.set_tags(run_id, {tag_key(name): json.dumps(status, sort_keys=True)})
         client.flush()
     except Exception as exc:
         log.warning("keel: could not record the ONNX copy status of runs:/%s/%s: %s", run_id, name, exc)
+    finally:  # only now is the outcome in the store: wait() returns after this
+        with _lock:
+            _pending.discard(threading.current_thread())
 
 
 def convert_logged(client: Any, run_id: str, name: str, example: Any) -> dict[str, Any]:

@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from keel.store.engine import HEAD_REVISION
+
 pytestmark = pytest.mark.store
 
 
@@ -87,8 +89,8 @@ def test_bad_setting_is_one_clear_line(keel_env):
 
 def test_db_upgrade(keel_env):
     first = keel(keel_env, "db", "upgrade").stdout
-    assert "revision 0001" in first
-    assert "already at revision 0001" in keel(keel_env, "db", "upgrade").stdout
+    assert f"revision {HEAD_REVISION}" in first
+    assert f"already at revision {HEAD_REVISION}" in keel(keel_env, "db", "upgrade").stdout
 
 
 def test_global_flag_beats_environment(populated, keel_env, tmp_path):

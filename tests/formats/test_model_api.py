@@ -126,7 +126,7 @@ def test_environment_mismatch_warns_and_strict_refuses(classification, tmp_path)
 
 
 def test_model_uri_errors_are_clear(settings):
-    with pytest.raises(InvalidInput, match="registry URIs"):
+    with pytest.raises(NotFound, match="registered model 'churn' does not exist"):
         keel.load_model("models:/churn@production", settings=settings)
     with pytest.raises(InvalidInput, match="unsupported model URI"):
         keel.load_model("s3://bucket/model", settings=settings)

@@ -31,7 +31,7 @@ def test_a_store_from_a_newer_keel_is_refused_clearly(store_uri):
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))
     engines._upgraded.clear()
-    with pytest.raises(ConfigError, match=r"schema revision '9999', newer than this keel knows \(0001\)"):
+    with pytest.raises(ConfigError, match=rf"schema revision '9999', newer than this keel knows \({engines.HEAD_REVISION}\)"):
         SqlStore(store_uri)
     engine.dispose()
 
@@ -67,3 +67,18 @@ def test_foreign_keys_are_enforced(client, raw_engine):
     with pytest.raises(sa.exc.IntegrityError):
         with client.ctx.store.engine.begin() as conn:
             conn.execute(sa.text("INSERT INTO params (run_id, key, value) VALUES ('ghost', 'k', 'v')"))
+
+
+def test_a_store_at_an_older_revision_is_upgraded_on_first_use_keeping_its_data(store_uri):
+    engine = engines.create_engine(store_uri)
+    engines.upgrade(engine, "0001")  # as an older keel left it
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO experiments (id, name, created_at) VALUES ('e1', 'old', 1)"))
+    engine.dispose()
+    engines._upgraded.clear()
+    store = SqlStore(store_uri)
+    assert engines.current_revision(store.engine) == engines.HEAD_REVISION
+    with store.read() as conn:
+        assert conn.execute(sa.text("SELECT name FROM experiments")).scalar() == "old"
+        assert conn.execute(sa.text("SELECT COUNT(*) FROM model_versions")).scalar() == 0
+    store.close()
