@@ -37,7 +37,7 @@ def test_sklearn_pipeline_on_a_dataframe(frame_data, tmp_path):
 
 
 def test_xgboost_classifier(classification, tmp_path):
-    xgb = pytest.importorskip("xgboost")
+    import xgboost as xgb
     X_train, X_test, y_train, _ = classification
     model = xgb.XGBClassifier(n_estimators=20, max_depth=3).fit(X_train, y_train)
     loaded = check_format(model, X_test, tmp_path)
@@ -45,14 +45,14 @@ def test_xgboost_classifier(classification, tmp_path):
 
 
 def test_xgboost_booster_regression(classification, tmp_path):
-    xgb = pytest.importorskip("xgboost")
+    import xgboost as xgb
     X_train, X_test, y_train, _ = classification
     booster = xgb.train({"max_depth": 3}, xgb.DMatrix(X_train, label=y_train.astype(float)), num_boost_round=10)
     check_format(booster, X_test, tmp_path)
 
 
 def test_lightgbm_classifier_and_regressor(classification, tmp_path):
-    lgb = pytest.importorskip("lightgbm")
+    import lightgbm as lgb
     X_train, X_test, y_train, _ = classification
     clf = lgb.LGBMClassifier(n_estimators=20, verbose=-1).fit(X_train, y_train)
     loaded = check_format(clf, X_test, tmp_path / "clf")
@@ -62,7 +62,7 @@ def test_lightgbm_classifier_and_regressor(classification, tmp_path):
 
 
 def test_lightgbm_multiclass_labels_come_back(tmp_path):
-    lgb = pytest.importorskip("lightgbm")
+    import lightgbm as lgb
     from sklearn.datasets import load_iris
 
     X, y = load_iris(return_X_y=True)
@@ -73,7 +73,6 @@ def test_lightgbm_multiclass_labels_come_back(tmp_path):
 
 
 def test_onnx_model(classification, tmp_path):
-    pytest.importorskip("onnxruntime")
     from skl2onnx import to_onnx
     from sklearn.linear_model import LogisticRegression
 

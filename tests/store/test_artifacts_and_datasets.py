@@ -81,7 +81,7 @@ def test_artifact_errors_name_what_is_missing(client, tmp_path):
 
 
 def test_log_dataset_records_hash_schema_profile_and_links_run(client, tmp_path):
-    pd = pytest.importorskip("pandas")
+    import pandas as pd
     frame = pd.DataFrame({"age": [23, 35, None, 41], "city": ["Oslo", "Lima", "Oslo", None]})
     run = client.create_run()
     info = client.log_dataset(run.id, frame, "customers", save=True)
