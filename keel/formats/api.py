@@ -68,6 +68,10 @@ def log_model(model: Any, name: str = "model", *, input_example: Any = None, for
     from keel.tracking.fluent import active_run, client_for
 
     artifact_path = normalize_artifact_path(name)
+    if register is not None:  # refuse a bad name before anything is written
+        from keel.service.registry import check_model_name
+
+        check_model_name(register)
     active = active_run()
     if run_id is None:
         if active is None:

@@ -70,6 +70,8 @@ def test_clear_errors(settings, model_and_data):
         keel.load_model("models:/nope/1", settings=settings)
     with pytest.raises(InvalidInput, match="not a registry URI"):
         keel.load_model("models:/churn", settings=settings)
+    with pytest.raises(InvalidInput, match="model name must start"):
+        _log(settings, model, X, register="bad name!")
     with pytest.raises(InvalidInput, match="alias must start with a letter"):
         registry.set_alias(ctx, "churn", "1", 1)
     with pytest.raises(NotFound, match="is not a logged model"):
