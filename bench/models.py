@@ -36,10 +36,8 @@ import argparse
 import json
 import os
 import platform
-import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -198,27 +196,7 @@ def worker(tool: str, workdir: Path, calls: int, repeat: int) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- driver (standard library only)
-def run_checked(cmd: list[str], what: str, **kw: Any) -> str:
-    """Run ``cmd``; on failure exit with a message that includes its stderr."""
-    proc = subprocess.run(cmd, capture_output=True, text=True, **kw)
-    if proc.returncode != 0:
-        sys.exit(f"error: {what} failed (exit {proc.returncode}): {' '.join(cmd)}\n"
-                 f"--- stderr ---\n{proc.stderr.strip()[-4000:]}\n--- stdout (tail) ---\n{proc.stdout[-2000:]}")
-    return proc.stdout
-
-
-def mlflow_python(venv: Path | None, spec: str) -> str:
-    """Python of the MLflow venv: reuse ``venv`` if it imports mlflow and sklearn, else create it."""
-    if venv is None:
-        cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-        venv = cache / "keel-bench" / f"mlflow-{re.sub(r'[^A-Za-z0-9.]+', '_', spec)}"
-    py = venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-    if py.exists() and subprocess.run([str(py), "-c", "import mlflow, sklearn"], capture_output=True).returncode == 0:
-        return str(py)
-    print(f"creating MLflow venv {venv} ({spec} + scikit-learn; takes a few minutes)...", file=sys.stderr)
-    run_checked([sys.executable, "-m", "venv", str(venv)], "venv creation")
-    run_checked([str(py), "-m", "pip", "install", "-q", spec, "scikit-learn"], "pip install")
-    return str(py)
+from _common import mlflow_python, run_checked  # noqa: E402  (beside this script)
 
 
 def run_worker(tool: str, python: str, args: argparse.Namespace) -> dict[str, Any]:

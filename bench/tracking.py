@@ -32,10 +32,8 @@ import json
 import os
 import platform
 import random
-import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -151,27 +149,7 @@ def worker(tool: str, workdir: Path, n: int, n_runs: int, chunk: int) -> dict[st
 
 
 # ---------------------------------------------------------------- driver (standard library only)
-def run_checked(cmd: list[str], what: str, **kw: Any) -> str:
-    """Run ``cmd``; on failure exit with a message that includes its stderr."""
-    proc = subprocess.run(cmd, capture_output=True, text=True, **kw)
-    if proc.returncode != 0:
-        sys.exit(f"error: {what} failed (exit {proc.returncode}): {' '.join(cmd)}\n"
-                 f"--- stderr ---\n{proc.stderr.strip()}\n--- stdout (tail) ---\n{proc.stdout[-2000:]}")
-    return proc.stdout
-
-
-def mlflow_python(venv: Path | None, spec: str) -> str:
-    """Python of the MLflow venv: reuse ``venv`` if it imports mlflow, else create it."""
-    if venv is None:
-        cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-        venv = cache / "keel-bench" / f"mlflow-{re.sub(r'[^A-Za-z0-9.]+', '_', spec)}"
-    py = venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-    if py.exists() and subprocess.run([str(py), "-c", "import mlflow"], capture_output=True).returncode == 0:
-        return str(py)
-    print(f"creating MLflow venv {venv} ({spec} + scikit-learn; takes a few minutes)...", file=sys.stderr)
-    run_checked([sys.executable, "-m", "venv", str(venv)], "venv creation")
-    run_checked([str(py), "-m", "pip", "install", "-q", spec, "scikit-learn"], "pip install")
-    return str(py)
+from _common import mlflow_python, run_checked  # noqa: E402  (beside this script)
 
 
 def run_worker(tool: str, python: str, args: argparse.Namespace) -> dict[str, Any]:

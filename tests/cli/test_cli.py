@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
+
+from keel.testing.cli import run_cli
 
 from keel.store.engine import HEAD_REVISION
 
 pytestmark = pytest.mark.store
-
-
-def keel(env, *args, check=True):
-    proc = subprocess.run([sys.executable, "-m", "keel.cli.main", *args], env=env, capture_output=True, text=True)
-    if check:
-        assert proc.returncode == 0, proc.stderr
-    return proc
+keel = run_cli
 
 
 @pytest.fixture

@@ -4,23 +4,18 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import numpy as np
 import pytest
+
+from keel.testing.cli import run_cli
 import yaml
 
 import keel
 from keel.formats.bundle import LOCK, MANIFEST, sha256_file
 
 pytestmark = pytest.mark.store
-
-
-def keel_cli(env, *args, check=True):
-    proc = subprocess.run([sys.executable, "-m", "keel.cli.main", *args], env=env, capture_output=True, text=True)
-    if check:
-        assert proc.returncode == 0, proc.stderr
-    return proc
+keel_cli = run_cli
 
 
 @pytest.fixture
