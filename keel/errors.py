@@ -29,15 +29,21 @@ class Conflict(KeelError):
 
 
 class PermissionDenied(KeelError):
-    """The actor's role does not allow the action."""
+    """The actor's role, identity or token does not allow the action.
+
+    Raised from a store write, it is recorded as an ``access.denied`` audit
+    event (in its own transaction, since the refused one rolls back).
+    """
 
     http_status = 403
+    audit_action = "access.denied"
 
 
 class PolicyViolation(KeelError):
-    """A governance policy check failed."""
+    """A governance policy check failed (recorded as a ``policy.refused`` audit event)."""
 
     http_status = 422
+    audit_action = "policy.refused"
 
 
 class IntegrityError(KeelError):

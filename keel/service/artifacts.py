@@ -85,7 +85,7 @@ def _record(ctx: Context, run_id: str, entries: list[tuple[str, str, int]]) -> l
         ])
         tx.audit("artifact.log", "run", run_id, {"artifacts": {p: s for p, s, _ in entries}})
 
-    ctx.store.write(ctx.actor, write)
+    ctx.write(write, what="log artifacts")
     return [ArtifactInfo(p, s, n) for p, s, n in entries]
 
 

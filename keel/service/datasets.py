@@ -55,7 +55,7 @@ def log_dataset(
                            description.num_rows, description.profile, data_sha256 or (row.data_sha256 if row else None),
                            context)
 
-    return ctx.store.write(ctx.actor, write)
+    return ctx.write(write, what="log a dataset")
 
 
 def run_datasets(ctx: Context, run_id: str) -> list[DatasetInfo]:

@@ -104,7 +104,7 @@ def register_version(ctx: Context, name: str, run_id: str, artifact_path: str, *
                  {"source": record.source, "manifest_sha256": sha, "format": format})
         return record
 
-    return ctx.store.write(ctx.actor, write)
+    return ctx.write(write, what="register a model version")
 
 
 def set_alias(ctx: Context, name: str, alias: str, version: int) -> ModelVersion:
@@ -129,7 +129,7 @@ def set_alias(ctx: Context, name: str, alias: str, version: int) -> ModelVersion
             tx.audit("model.alias.set", "model", name, {"alias": alias, "version": version, "previous": old})
         return target
 
-    return ctx.store.write(ctx.actor, write)
+    return ctx.write(write, what="move an alias")
 
 
 def delete_alias(ctx: Context, name: str, alias: str) -> None:
@@ -145,7 +145,7 @@ def delete_alias(ctx: Context, name: str, alias: str) -> None:
         tx.conn.execute(model_aliases.delete().where(model_aliases.c.name == name, model_aliases.c.alias == alias))
         tx.audit("model.alias.delete", "model", name, {"alias": alias, "version": old})
 
-    ctx.store.write(ctx.actor, write)
+    ctx.write(write, what="delete an alias")
 
 
 def get_version(ctx: Context, name: str, version: int | None = None, *, alias: str | None = None) -> ModelVersion:

@@ -51,7 +51,7 @@ def get_or_create_experiment(ctx: Context, name: str) -> Experiment:
         tx.audit("experiment.create", "experiment", exp.id, {"name": name})
         return exp
 
-    return ctx.store.write(ctx.actor, create)
+    return ctx.write(create, what="create an experiment")
 
 
 def get_experiment(ctx: Context, name_or_id: str) -> Experiment:
@@ -258,7 +258,7 @@ def write_batch(ctx: Context, batch: RunBatch) -> None:
         for run_id, status, _ in batch.ends:
             tx.audit("run.end", "run", run_id, {"status": status})
 
-    ctx.store.write(ctx.actor, write)
+    ctx.write(write, what="log to runs")
 
 
 def _write_creates(tx: Tx, creates: list[NewRun], ended: dict[str, tuple[str, str, int]]) -> None:

@@ -189,3 +189,91 @@ model_aliases = sa.Table(
     sa.Column("updated_at", sa.BigInteger, nullable=False),
     sa.ForeignKeyConstraint(["name", "version"], ["model_versions.name", "model_versions.version"]),
 )
+
+registered_model_tags = sa.Table(
+    "registered_model_tags",
+    metadata,
+    sa.Column("name", sa.String(256), sa.ForeignKey("registered_models.name"), primary_key=True),
+    sa.Column("key", KEY, primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+# Governance (migration 0003). Roles are ordered viewer < editor < approver < admin
+# (keel/governance/roles.py). While this table is empty the store is "open":
+# every actor may do everything except approve their own request.
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("name", sa.String(256), primary_key=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("disabled", sa.Boolean, nullable=False),
+    sa.Column("created_by", sa.String(256), nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+)
+
+# Only the sha256 of a token is kept; the token itself is shown once.
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("user", sa.String(256), sa.ForeignKey("users.name"), nullable=False, index=True),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_by", sa.String(256), nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("expires_at", sa.BigInteger),
+    sa.Column("revoked_at", sa.BigInteger),
+    sa.Column("revoked_by", sa.String(256)),
+)
+
+# A version asking for an alias. ``checks`` holds the policy results recorded
+# when it was filed (and again when it was decided, in ``decision_checks``).
+promotion_requests = sa.Table(
+    "promotion_requests",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("name", sa.String(256), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("alias", sa.String(128), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # pending / approved / rejected / cancelled
+    sa.Column("requester", sa.String(256), nullable=False),
+    sa.Column("requested_at", sa.BigInteger, nullable=False),
+    sa.Column("comment", sa.Text),
+    sa.Column("checks", sa.JSON, nullable=False),
+    sa.Column("checks_passed", sa.Boolean, nullable=False),
+    sa.Column("decided_by", sa.String(256)),
+    sa.Column("decided_at", sa.BigInteger),
+    sa.Column("reason", sa.Text),
+    sa.Column("decision_checks", sa.JSON),
+    sa.Column("previous_version", sa.Integer),
+    sa.ForeignKeyConstraint(["name", "version"], ["model_versions.name", "model_versions.version"]),
+    sa.Index("ix_promotion_requests_name_status", "name", "status"),
+)
+
+# User-written card fields (purpose, intended use, limitations, ...): version 0
+# holds the model's own, a version's row overrides field by field.
+model_cards = sa.Table(
+    "model_cards",
+    metadata,
+    sa.Column("name", sa.String(256), sa.ForeignKey("registered_models.name"), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("fields", sa.JSON, nullable=False),
+    sa.Column("updated_by", sa.String(256), nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+)
+
+# Blobs attached to a registered version after the fact (explanations,
+# evaluation results): content-addressed like run artifacts.
+version_artifacts = sa.Table(
+    "version_artifacts",
+    metadata,
+    sa.Column("name", sa.String(256), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("path", sa.String(1024), primary_key=True),
+    sa.Column("kind", sa.String(64), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("created_by", sa.String(256), nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.ForeignKeyConstraint(["name", "version"], ["model_versions.name", "model_versions.version"]),
+)

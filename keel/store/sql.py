@@ -20,11 +20,12 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from keel.errors import Conflict, KeelError
+from keel.errors import Conflict, KeelError, PermissionDenied
+from keel.governance import roles
 from keel.governance.audit import canonical_details, event_hash
 from keel.store import engine as engines
 from keel.store.checkpoint import WalCheckpointer
-from keel.store.schema import audit_events, audit_head
+from keel.store.schema import api_tokens, audit_events, audit_head, users
 
 T = TypeVar("T")
 _MAX_ATTEMPTS = 8
@@ -72,6 +73,12 @@ _HEAD_UPDATE = (
     audit_head.update().where(audit_head.c.id == 1)
     .values(seq=sa.bindparam("new_seq"), hash=sa.bindparam("new_hash"))
 )
+_USER_ROLE = sa.select(users.c.role, users.c.disabled).where(users.c.name == sa.bindparam("name"))
+_ANY_USER = sa.select(users.c.name).limit(1)
+_TOKEN_ROLE = (
+    sa.select(users.c.name, users.c.role, users.c.disabled, api_tokens.c.expires_at, api_tokens.c.revoked_at)
+    .join(users, users.c.name == api_tokens.c.user).where(api_tokens.c.token_hash == sa.bindparam("token_hash"))
+)
 _EVENT_COLUMNS = ("seq", "time", "actor", "action", "object_type", "object_id", "details", "prev_hash", "hash")
 _INSERTS: dict[int, Any] = {}
 
@@ -98,8 +105,45 @@ class Tx:
 
     conn: sa.Connection
     actor: str
+    # The actor's role as checked at the start of this transaction; None in an
+    # open store (no users yet), where every role is allowed.
+    role: str | None = None
     _events: list[_PendingEvent] = field(default_factory=list)
     _cursor: Any = None
+
+    def authorize(self, required: str, *, token_hash: str | None = None, what: str | None = None) -> str | None:
+        """Check, inside this transaction, that the actor holds ``required``.
+
+        With ``token_hash`` the actor is whoever owns that token, checked
+        afresh (a revoked token fails on its next use). Returns the role held
+        (None: open store) and keeps it in ``self.role``.
+        """
+        doing = f" to {what}" if what else ""
+        if token_hash is not None:
+            found = self.fetch(_TOKEN_ROLE, {"token_hash": token_hash})
+            if not found:
+                raise PermissionDenied("the API token is not valid (unknown or deleted)")
+            user, role, disabled, expires_at, revoked_at = found[0]
+            if revoked_at is not None:
+                raise PermissionDenied(f"the API token of {user!r} was revoked")
+            if expires_at is not None and expires_at <= time.time() * 1000:
+                raise PermissionDenied(f"the API token of {user!r} has expired")
+        else:
+            found = self.fetch(_USER_ROLE, {"name": self.actor})
+            if not found:
+                if not self.fetch(_ANY_USER):
+                    self.role = None  # open store
+                    return None
+                raise PermissionDenied(f"{self.actor!r} is not a keel user; an admin can add them with "
+                                       f"`keel users add {self.actor} --role ROLE`")
+            (role, disabled), = found
+            user = self.actor
+        if disabled:
+            raise PermissionDenied(f"user {user!r} is disabled")
+        if not roles.allows(role, required):
+            raise PermissionDenied(f"user {user!r} has the {role} role; {required} or higher is needed{doing}")
+        self.role = role
+        return role
 
     def audit(self, action: str, object_type: str, object_id: str, details: dict[str, Any] | None = None) -> None:
         """Record an audit event, written in this transaction when it commits."""
@@ -198,8 +242,14 @@ class SqlStore:
     def dialect(self) -> str:
         return self.engine.dialect.name
 
-    def write(self, actor: str, fn: Callable[[Tx], T]) -> T:
+    def write(self, actor: str, fn: Callable[[Tx], T], *, role: str | None = None,
+              token_hash: str | None = None, what: str | None = None) -> T:
         """Run ``fn`` in one write transaction, append its audit events, commit.
+
+        With ``role``, the actor (or the owner of ``token_hash``) must hold it
+        (checked first, in the same transaction). A refusal (PermissionDenied,
+        PolicyViolation) rolls the change back and is then recorded as an
+        audit event of its own.
 
         Transient contention (SQLite busy, PostgreSQL deadlock or serialization
         failure, a unique-key race between two inserters) is retried with
@@ -210,10 +260,15 @@ class SqlStore:
             try:
                 with conn.begin():
                     tx = Tx(conn, actor)
+                    if role is not None:
+                        tx.authorize(role, token_hash=token_hash, what=what)
                     result = fn(tx)
                     tx._finish()
                 return result
-            except KeelError:
+            except KeelError as exc:
+                action = getattr(exc, "audit_action", None)
+                if action:
+                    self._record_refusal(actor, action, exc, what)
                 raise
             except sa.exc.DBAPIError as exc:
                 if not exc.connection_invalidated and not conn.invalidated:
@@ -229,6 +284,14 @@ class SqlStore:
                     self._local.conn = None
             time.sleep(min(0.5, 0.005 * 2**attempt) * random.uniform(0.5, 1.5))
         raise AssertionError("unreachable")
+
+    def _record_refusal(self, actor: str, action: str, exc: KeelError, what: str | None) -> None:
+        object_type, object_id = getattr(exc, "audit_object", None) or ("actor", actor)
+
+        def record(tx: Tx) -> None:
+            tx.audit(action, object_type, object_id, {"attempted": what, "reason": str(exc)})
+
+        self.write(actor, record)
 
     def _write_connection(self) -> sa.Connection:
         conn = getattr(self._local, "conn", None)
