@@ -39,10 +39,15 @@ _EXPORTS: dict[str, str] = {
     "KeelError": "keel.errors",
 }
 
-__all__ = sorted([*_EXPORTS, "__version__"])
+# Public sub-modules, imported on first attribute access (``keel.registry.approve``).
+_SUBMODULES = ("registry",)
+
+__all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
 
 
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"keel.{name}")  # the import binds keel.<name> itself
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'keel' has no attribute {name!r}")

@@ -51,6 +51,9 @@ class Settings:
     metric_buffer_size: int = field(metadata={"doc": 'KEEL_METRIC_BUFFER_SIZE: buffered metric values that trigger a flush from the logging call.'})
     allow_nonfinite_metrics: bool = field(metadata={"doc": 'KEEL_ALLOW_NONFINITE_METRICS: accept NaN and +/-inf metric values (a diverging loss is information).'})
     sqlite_busy_timeout: float = field(metadata={"doc": 'KEEL_SQLITE_BUSY_TIMEOUT: seconds a SQLite writer waits for the lock before failing.'})
+    # Tables of keel.toml (no environment variable): read as they are, checked by their users.
+    policy: Mapping[str, Any] = field(default_factory=dict, compare=False, metadata={
+        "table": True, "doc": '[policy]: promotion checks and approvals per alias (docs/governance.md).'})
 
     @classmethod
     def load(
@@ -67,6 +70,9 @@ class Settings:
         raw: dict[str, Any] = {}
         for f in fields(cls):
             name = f.name
+            if f.metadata.get("table"):
+                raw[name] = overrides.get(name, toml.get(name, {}))
+                continue
             env_name = f"KEEL_{name.upper()}"
             if name in overrides:
                 raw[name] = overrides[name]
@@ -89,6 +95,11 @@ class Settings:
         }
         values: dict[str, Any] = {}
         for f in fields(cls):
+            if f.metadata.get("table"):
+                if not isinstance(raw[f.name], Mapping):
+                    raise ConfigError(f"keel.toml: [{f.name}] must be a table, got {raw[f.name]!r}")
+                values[f.name] = raw[f.name]
+                continue
             value = raw.get(f.name, defaults[f.name])
             values[f.name] = _coerce(f.name, value, defaults[f.name])
         return cls(**values)

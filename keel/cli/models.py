@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from keel.cli import promotions
 from keel.cli.common import out, print_json, settings_from
 
 app = typer.Typer(help="Models: the registry (versions, aliases) and imports from other tools.",
@@ -137,3 +138,11 @@ def alias(ctx: typer.Context, name: str = typer.Argument(..., help="Registered m
         raise InvalidInput("give the VERSION the alias should point at, or --delete")
     set_alias(client.ctx, name, alias_name, version)
     out.print(f"models:/{name}@{alias_name} -> version {version}", markup=False)
+
+
+# Promotion requests live in their own module; they are commands of this group.
+app.command("promote")(promotions.promote)
+app.command("approve")(promotions.approve)
+app.command("reject")(promotions.reject)
+app.command("cancel")(promotions.cancel)
+app.command("requests")(promotions.requests)

@@ -38,6 +38,16 @@ class ModelInfo:
     onnx: str  # "pending" (converting in the background), or why there will be no ONNX copy
     registered: str | None = None  # models:/NAME/VERSION when register= was given
 
+    @property
+    def version(self) -> int | None:
+        """The registered version number (None unless ``register=`` was given)."""
+        return int(self.registered.rsplit("/", 1)[1]) if self.registered else None
+
+    @property
+    def name(self) -> str | None:
+        """The registered model name (None unless ``register=`` was given)."""
+        return self.registered[len("models:/"):].rsplit("/", 1)[0] if self.registered else None
+
 
 def save_model(model: Any, path: str | os.PathLike[str], *, format: str | None = None,
                input_example: Any = None) -> Manifest:

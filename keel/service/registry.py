@@ -2,9 +2,9 @@
 
 A version points at a model logged with a run (``runs:/RUN_ID/PATH``) and
 pins the sha256 of its keel.yaml, which vouches for every file of the bundle.
-Protected aliases (``production`` by default) move only through an approved
-promotion request, which arrives with the governance work; until then they
-cannot be set directly.
+Protected aliases (``production`` by default, ``[policy] protected_aliases``
+in keel.toml) move only through an approved promotion request
+(keel/service/promotions.py), never directly.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from keel.service.tracking import now_ms, require_run
 from keel.store.schema import artifacts, model_aliases, model_versions, registered_models
 from keel.store.sql import Tx
 
-PROTECTED_ALIASES = frozenset({"production"})
 _ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,127}$")
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-.]{0,255}$")
 _URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[^/]+))$")
@@ -107,37 +106,59 @@ def register_version(ctx: Context, name: str, run_id: str, artifact_path: str, *
     return ctx.write(write, what="register a model version")
 
 
+def protected_aliases(ctx: Context) -> frozenset[str]:
+    from keel.governance.policy import load_policy
+
+    return load_policy(ctx.settings.policy).protected_aliases
+
+
 def set_alias(ctx: Context, name: str, alias: str, version: int) -> ModelVersion:
     """Point ``alias`` at ``version`` (moving it if it pointed elsewhere)."""
     check_alias(alias)
-    if alias in PROTECTED_ALIASES:
-        raise PermissionDenied(
-            f"alias {alias!r} is protected: it moves only through an approved promotion request, which this "
-            "keel does not support yet; use another alias (e.g. 'staging' or 'champion')")
+    protected = alias in protected_aliases(ctx)
 
     def write(tx: Tx) -> ModelVersion:
+        if protected:  # refused inside the write so that the refusal is audited
+            raise _protected(name, alias, f"`keel models promote {name} {version} --to {alias}`, "
+                                          "then another user approves it")
         target = _version(tx.conn, name, version)
-        old = tx.conn.execute(sa.select(model_aliases.c.version).where(
-            model_aliases.c.name == name, model_aliases.c.alias == alias)).scalar()
-        values = {"version": version, "updated_by": ctx.actor, "updated_at": now_ms()}
-        if old is None:
-            tx.conn.execute(model_aliases.insert().values(name=name, alias=alias, **values))
-        elif old != version:
-            tx.conn.execute(model_aliases.update().where(
-                model_aliases.c.name == name, model_aliases.c.alias == alias).values(**values))
-        if old != version:
-            tx.audit("model.alias.set", "model", name, {"alias": alias, "version": version, "previous": old})
+        move_alias(tx, name, alias, version, actor=ctx.actor)
         return target
 
     return ctx.write(write, what="move an alias")
 
 
+def move_alias(tx: Tx, name: str, alias: str, version: int, *, actor: str,
+               request_id: str | None = None) -> int | None:
+    """Point ``alias`` at ``version`` inside ``tx``; returns the version it pointed at before.
+
+    The caller has decided this move is allowed (an unprotected alias, or an
+    approved promotion request, named in the audit event).
+    """
+    _version(tx.conn, name, version)
+    old = tx.conn.execute(sa.select(model_aliases.c.version).where(
+        model_aliases.c.name == name, model_aliases.c.alias == alias)).scalar()
+    values = {"version": version, "updated_by": actor, "updated_at": now_ms()}
+    if old is None:
+        tx.conn.execute(model_aliases.insert().values(name=name, alias=alias, **values))
+    elif old != version:
+        tx.conn.execute(model_aliases.update().where(
+            model_aliases.c.name == name, model_aliases.c.alias == alias).values(**values))
+    if old != version:
+        details: dict[str, Any] = {"alias": alias, "version": version, "previous": old}
+        if request_id:
+            details["request"] = request_id
+        tx.audit("model.alias.set", "model", name, details)
+    return old
+
+
 def delete_alias(ctx: Context, name: str, alias: str) -> None:
     check_alias(alias)
-    if alias in PROTECTED_ALIASES:
-        raise PermissionDenied(f"alias {alias!r} is protected: it changes only through a promotion request")
+    protected = alias in protected_aliases(ctx)
 
     def write(tx: Tx) -> None:
+        if protected:
+            raise _protected(name, alias, "a promotion request of another version")
         old = tx.conn.execute(sa.select(model_aliases.c.version).where(
             model_aliases.c.name == name, model_aliases.c.alias == alias)).scalar()
         if old is None:
@@ -193,6 +214,13 @@ def list_versions(ctx: Context, name: str) -> list[ModelVersion]:
                             .order_by(model_versions.c.version)).all()
         aliases = _aliases_by_version(conn, name)
     return [_record(r, aliases.get(r.version, ())) for r in rows]
+
+
+def _protected(name: str, alias: str, how: str) -> PermissionDenied:
+    error = PermissionDenied(f"alias {alias!r} is protected: it moves only through an approved promotion "
+                             f"request ({how})")
+    error.audit_object = ("model", name)
+    return error
 
 
 def _version(conn: sa.Connection, name: str, version: int) -> ModelVersion:

@@ -170,7 +170,7 @@ def revoke_token(ctx: Context, token_id: str) -> TokenInfo:
             tx.conn.execute(api_tokens.update().where(api_tokens.c.id == token_id)
                             .values(revoked_at=revoked_at, revoked_by=ctx.actor))
             tx.audit("token.revoke", "user", row.user, {"token_id": token_id, "name": row.name})
-        return _token(row._mapping | {"revoked_at": revoked_at, "revoked_by": row.revoked_by or ctx.actor})
+        return _token(dict(row._mapping) | {"revoked_at": revoked_at, "revoked_by": row.revoked_by or ctx.actor})
 
     return ctx.write(write, role=VIEWER, what="revoke tokens")
 

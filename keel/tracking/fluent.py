@@ -8,6 +8,7 @@ same store uses one connection pool and one metric buffer.
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
 import sys
@@ -22,7 +23,7 @@ from keel.tracking.client import Client
 from keel.tracking.source import current_source
 
 _active: ContextVar[tuple["ActiveRun", ...]] = ContextVar("keel_active_runs", default=())
-_clients: dict[tuple[str, str, str], Client] = {}
+_clients: dict[tuple[str, ...], Client] = {}
 _clients_lock = threading.Lock()
 _open_runs: dict[str, "ActiveRun"] = {}
 
@@ -30,7 +31,9 @@ _open_runs: dict[str, "ActiveRun"] = {}
 def client_for(settings: Settings | None = None) -> Client:
     """The shared client for the store that ``settings`` (default: env + keel.toml) name."""
     settings = settings or _current_settings()
-    key = (settings.store_uri, settings.artifact_uri, settings.user)
+    # Everything a client's behaviour depends on: where, who, and the promotion policy it enforces.
+    key = (settings.store_uri, settings.artifact_uri, settings.user, settings.token or "",
+           json.dumps(settings.policy, sort_keys=True, default=str))
     with _clients_lock:
         client = _clients.get(key)
         if client is None:
@@ -41,7 +44,7 @@ def client_for(settings: Settings | None = None) -> Client:
 _settings_cache: dict[tuple, Settings] = {}
 # The variables that choose which client (store, artifacts, actor) a run uses;
 # the others are read when that client is first made.
-_STORE_VARS = ("KEEL_HOME", "KEEL_STORE_URI", "KEEL_ARTIFACT_URI", "KEEL_USER")
+_STORE_VARS = ("KEEL_HOME", "KEEL_STORE_URI", "KEEL_ARTIFACT_URI", "KEEL_USER", "KEEL_TOKEN")
 
 
 def _current_settings() -> Settings:
