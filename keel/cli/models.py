@@ -146,3 +146,23 @@ app.command("approve")(promotions.approve)
 app.command("reject")(promotions.reject)
 app.command("cancel")(promotions.cancel)
 app.command("requests")(promotions.requests)
+
+
+@app.command("update")
+def update(ctx: typer.Context, name: str = typer.Argument(..., help="Registered model name."),
+           description: str = typer.Option(None, "--description", help="New description."),
+           tag: list[str] = typer.Option([], "--tag", help="KEY=VALUE, repeatable."),
+           delete_tag: list[str] = typer.Option([], "--delete-tag", help="Tag key to remove, repeatable.")) -> None:
+    """Change a registered model's description and tags."""
+    from keel.cli.common import client_from
+    from keel.errors import InvalidInput
+    from keel.service.registry import update_model
+
+    pairs = {}
+    for item in tag:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InvalidInput(f"--tag takes KEY=VALUE, got {item!r}")
+        pairs[key] = value
+    model = update_model(client_from(ctx).ctx, name, description=description, tags=pairs, delete_tags=delete_tag)
+    out.print(f"updated {model.name}: tags {model.tags or '{}'}", markup=False)

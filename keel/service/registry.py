@@ -10,7 +10,7 @@ in keel.toml) move only through an approved promotion request
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from keel.errors import InvalidInput, NotFound, PermissionDenied
 from keel.service.context import Context
 from keel.service.tracking import now_ms, require_run
-from keel.store.schema import artifacts, model_aliases, model_versions, registered_models
+from keel.store.schema import artifacts, model_aliases, model_versions, registered_model_tags, registered_models
 from keel.store.sql import Tx
 
 _ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,127}$")
@@ -55,6 +55,7 @@ class RegisteredModel:
     created_at: int
     latest_version: int | None
     aliases: dict[str, int]
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 def check_model_name(name: Any) -> str:
@@ -194,6 +195,34 @@ def resolve_uri(ctx: Context, uri: str) -> ModelVersion:
     return get_version(ctx, match["name"], int(match["version"]))
 
 
+def update_model(ctx: Context, name: str, *, description: str | None = None,
+                 tags: dict[str, str] | None = None, delete_tags: list[str] | tuple[str, ...] = ()) -> RegisteredModel:
+    """Change a registered model's description and tags (None leaves the description as it is)."""
+    from keel.service.validation import check_key, tag_value
+
+    if description is not None and (not isinstance(description, str) or len(description) > 10_000):
+        raise InvalidInput("description must be text of at most 10000 characters")
+    tags = {check_key("tag", k): tag_value(k, v) for k, v in (tags or {}).items()}
+    for key in delete_tags:
+        check_key("tag", key)
+
+    def write(tx: Tx) -> None:
+        _require_model(tx.conn, name)
+        if description is not None:
+            tx.conn.execute(registered_models.update().where(registered_models.c.name == name)
+                            .values(description=description))
+        for key in [*tags, *delete_tags]:
+            tx.conn.execute(registered_model_tags.delete().where(
+                registered_model_tags.c.name == name, registered_model_tags.c.key == key))
+        for key, value in tags.items():
+            tx.conn.execute(registered_model_tags.insert().values(name=name, key=key, value=value))
+        tx.audit("model.update", "model", name, {"description": description, "tags": tags,
+                                                 "deleted_tags": list(delete_tags)})
+
+    ctx.write(write, what="update a registered model")
+    return next(m for m in list_models(ctx) if m.name == name)
+
+
 def list_models(ctx: Context) -> list[RegisteredModel]:
     with ctx.store.read() as conn:
         models = conn.execute(sa.select(registered_models).order_by(registered_models.c.name)).all()
@@ -203,8 +232,11 @@ def list_models(ctx: Context) -> list[RegisteredModel]:
         for name, alias, version in conn.execute(sa.select(model_aliases.c.name, model_aliases.c.alias,
                                                            model_aliases.c.version).order_by(model_aliases.c.alias)):
             aliases.setdefault(name, {})[alias] = version
-    return [RegisteredModel(m.name, m.description, m.owner, m.created_at, latest.get(m.name), aliases.get(m.name, {}))
-            for m in models]
+        tags: dict[str, dict[str, str]] = {}
+        for name, key, value in conn.execute(sa.select(registered_model_tags).order_by(registered_model_tags.c.key)):
+            tags.setdefault(name, {})[key] = value
+    return [RegisteredModel(m.name, m.description, m.owner, m.created_at, latest.get(m.name), aliases.get(m.name, {}),
+                            tags.get(m.name, {})) for m in models]
 
 
 def list_versions(ctx: Context, name: str) -> list[ModelVersion]:

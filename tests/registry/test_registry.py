@@ -130,3 +130,21 @@ def test_cli_register_alias_versions(settings, model_and_data, keel_env):
     shown = json.loads(cli("show", "models:/fraud@staging", "--json"))
     assert shown["version"] == 1 and shown["source"] == info.uri
     assert json.loads(cli("list", "--json"))[0]["latest_version"] == 2
+
+
+def test_model_description_and_tags(settings, model_and_data, keel_env):
+    model, X = model_and_data
+    _log(settings, model, X)
+    ctx = keel.Client(settings).ctx
+    updated = registry.update_model(ctx, "churn", description="Churn in 30 days", tags={"team": "growth",
+                                                                                       "tier": "1"})
+    assert (updated.description, updated.tags) == ("Churn in 30 days", {"team": "growth", "tier": "1"})
+    proc = subprocess.run([sys.executable, "-m", "keel.cli.main", "models", "update", "churn", "--tag", "tier=2",
+                           "--delete-tag", "team"], env=keel_env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    [listed] = registry.list_models(ctx)
+    assert (listed.description, listed.tags) == ("Churn in 30 days", {"tier": "2"})
+    with pytest.raises(NotFound, match="'nope' does not exist"):
+        registry.update_model(ctx, "nope", description="x")
+    assert [e.action for e in keel.Client(settings).audit_log() if e.action == "model.update"] == \
+        ["model.update", "model.update"]
