@@ -22,6 +22,7 @@ import sqlalchemy as sa
 
 from keel.errors import InvalidInput, NotFound
 from keel.governance.card import SCHEMA, split_metrics
+from keel.governance.roles import EDITOR, VIEWER
 from keel.service.context import Context
 from keel.service.registry import ModelVersion, resolve_uri
 from keel.service.tracking import now_ms
@@ -40,6 +41,7 @@ CARD_FIELDS: dict[str, str] = {
 }
 MAX_TEXT = 20_000  # characters per text
 MAX_ITEMS = 100  # texts per list
+MAX_STORED = 100_000  # characters of JSON for all fields of one level (model or version)
 NOT_AVAILABLE = "not yet available"
 MODEL_LEVEL = 0  # model_cards.version of the model's own fields
 TOP_FEATURES = 10
@@ -92,29 +94,34 @@ def update_card(ctx: Context, name: str, version: int | None = None, **fields: A
     if version is not None and (not isinstance(version, int) or isinstance(version, bool) or version < 1):
         raise InvalidInput(f"version must be a positive integer (None for the model's own fields), got {version!r}")
     level = MODEL_LEVEL if version is None else version
+    kind, object_id = ("model", name) if version is None else ("model_version", f"{name}/{version}")
 
     def write(tx: Tx) -> dict[str, Any]:
         _require(tx.conn, name, version)
         key = (model_cards.c.name == name) & (model_cards.c.version == level)
-        old = tx.conn.execute(sa.select(model_cards.c.fields).where(key)).scalar()
+        # Locked: two writers of one card apply their changes one after the other, none lost.
+        old = tx.conn.execute(sa.select(model_cards.c.fields).where(key).with_for_update()).scalar()
         stored = dict(old or {})
         for field, value in checked.items():
             if value is None:
                 stored.pop(field, None)
             else:
                 stored[field] = value
+        size = len(json.dumps(stored, ensure_ascii=False))
+        if size > MAX_STORED:
+            raise InvalidInput(f"the card fields of {object_id} would take {size} characters; at most {MAX_STORED} "
+                               "allowed: shorten them or link to a longer document (documentation, references)")
         values = {"fields": stored, "updated_by": ctx.actor, "updated_at": now_ms()}
         if old is None:
             tx.conn.execute(model_cards.insert().values(name=name, version=level, **values))
         else:
             tx.conn.execute(model_cards.update().where(key).values(**values))
-        kind, object_id = ("model", name) if version is None else ("model_version", f"{name}/{version}")
         tx.audit("model.card.update", kind, object_id, {
             "set": {k: v for k, v in checked.items() if v is not None},
             "removed": sorted(k for k, v in checked.items() if v is None)})
         return stored
 
-    return ctx.write(write, what="update a model card")
+    return ctx.write(write, role=EDITOR, what="update a model card")
 
 
 def _require(conn: sa.Connection, name: str, version: int | None) -> None:
@@ -123,13 +130,6 @@ def _require(conn: sa.Connection, name: str, version: int | None) -> None:
     if version is not None and conn.execute(sa.select(model_versions.c.version).where(
             model_versions.c.name == name, model_versions.c.version == version)).first() is None:
         raise NotFound(f"model {name!r} has no version {version} (see `keel models versions {name}`)")
-
-
-def card_fields(ctx: Context, name: str, version: int) -> dict[str, Any]:
-    """The user fields of a version's card: the model's, overridden by the version's."""
-    ctx.authorize("viewer", what="read a model card")
-    with ctx.store.read() as conn:
-        return _merged(_card_rows(conn, name, version))[0]
 
 
 def _card_rows(conn: sa.Connection, name: str, version: int) -> dict[str, Any]:
@@ -160,7 +160,7 @@ def build_card(ctx: Context, uri: str) -> dict[str, Any]:
     from keel.service.datasets import run_datasets
     from keel.service.tracking import get_run
 
-    ctx.authorize("viewer", what="read a model card")
+    ctx.authorize(VIEWER, what="read a model card")
     mv = resolve_uri(ctx, uri)
     with ctx.store.read() as conn:
         model = conn.execute(sa.select(registered_models).where(registered_models.c.name == mv.name)).one()
@@ -261,13 +261,23 @@ def _explanation(ctx: Context, mv: ModelVersion) -> dict[str, Any] | None:
         return None
     item = found[0]
     data = json.loads(read_attached(ctx, item))
-    ranked = sorted(data.get("global") or [], key=lambda f: -abs(f.get("importance") or 0.0))
-    return {"path": item.path, "sha256": item.sha256, "created_by": data.get("created_by", item.created_by),
-            "created_at": data.get("created_at") or _iso(item.created_at), "methods": data.get("methods") or [],
-            "target": data.get("target"), "data": data.get("data"), "score": data.get("score"),
-            "top_features": [{k: _number(f.get(k)) if k in ("importance", "std") else f.get(k)
-                              for k in ("feature", "importance", "std", "method")}
-                             for f in ranked[:TOP_FEATURES]]}
+    entries = data.get("global") or []
+    methods = list(data.get("methods") or dict.fromkeys(e.get("method") for e in entries))
+    top = []  # the strongest features of each method: methods measure on different scales
+    for method in methods:
+        ranked = sorted((e for e in entries if e.get("method") == method), key=_importance)
+        top += [{"feature": e.get("feature"), "importance": _number(e.get("importance")), "std": _number(e.get("std")),
+                 "method": method} for e in ranked[:TOP_FEATURES]]
+    created = data.get("created_at")
+    return {"path": item.path, "sha256": item.sha256, "created_by": data.get("created_by") or item.created_by,
+            "created_at": _iso(created) if isinstance(created, int) else created or _iso(item.created_at),
+            "methods": methods, "target": data.get("target"), "data": data.get("data"), "score": data.get("score"),
+            "top_features": top}
+
+
+def _importance(entry: dict[str, Any]) -> float:
+    value = entry.get("importance")
+    return -value if isinstance(value, (int, float)) and math.isfinite(value) else math.inf
 
 
 def _request(r: Any) -> dict[str, Any]:
