@@ -149,6 +149,18 @@ def _merged(rows: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
     return fields, origin
 
 
+def written_fields(conn: sa.Connection, name: str, version: int) -> tuple[list[str], dict[str, Any] | None]:
+    """The user-written fields a version's card shows (merged, non-empty), and the newest edit's who/when.
+
+    What the promotion policy's ``model_card`` check looks at.
+    """
+    rows = _card_rows(conn, name, version)
+    fields, _ = _merged(rows)
+    present = sorted(k for k, v in fields.items() if v not in (None, "", []))
+    newest = max(rows.values(), key=lambda r: r.updated_at, default=None)
+    return present, (None if newest is None else {"by": newest.updated_by, "at": newest.updated_at})
+
+
 # -- the card ----------------------------------------------------------------------------
 def build_card(ctx: Context, uri: str) -> dict[str, Any]:
     """Assemble the card of the version ``uri`` (``models:/NAME/VERSION`` or ``models:/NAME@ALIAS``).

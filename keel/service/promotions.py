@@ -14,11 +14,12 @@ import sqlalchemy as sa
 from keel.errors import Conflict, IntegrityError, InvalidInput, NotFound, PermissionDenied, PolicyViolation
 from keel.governance import policy as rules
 from keel.governance.roles import APPROVER, EDITOR, VIEWER, allows
+from keel.service.cards import written_fields
 from keel.service.context import Context
 from keel.service.registry import check_alias, move_alias
 from keel.service.tracking import now_ms
 from keel.store.schema import (
-    datasets, latest_metrics, model_cards, model_versions, promotion_requests, run_inputs,
+    datasets, latest_metrics, model_versions, promotion_requests, run_inputs,
 )
 from keel.store.sql import Tx
 
@@ -202,19 +203,12 @@ def _evidence(ctx: Context, conn: sa.Connection, name: str, version: int) -> rul
     metrics = {k: (None if nan else v) for k, v, nan in conn.execute(
         sa.select(latest_metrics.c.key, latest_metrics.c.value, latest_metrics.c.is_nan)
         .where(latest_metrics.c.run_id == row.run_id))}
-    card_fields: set[str] = set()
-    card_updated = None
-    for fields, by, at in conn.execute(sa.select(model_cards.c.fields, model_cards.c.updated_by,
-                                                 model_cards.c.updated_at)
-                                       .where(model_cards.c.name == name, model_cards.c.version.in_((0, version)))
-                                       .order_by(model_cards.c.updated_at)):
-        card_fields.update(k for k, v in (fields or {}).items() if v not in (None, "", []))
-        card_updated = {"by": by, "at": at}
+    card_fields, card_updated = written_fields(conn, name, version)
     used = conn.execute(sa.select(datasets.c.id, datasets.c.name, datasets.c.digest, datasets.c.num_rows,
                                   run_inputs.c.context)
                         .join(run_inputs, run_inputs.c.dataset_id == datasets.c.id)
                         .where(run_inputs.c.run_id == row.run_id).order_by(datasets.c.name)).all()
-    return rules.Evidence(metrics=metrics, card_fields=tuple(sorted(card_fields)), card_updated=card_updated,
+    return rules.Evidence(metrics=metrics, card_fields=tuple(card_fields), card_updated=card_updated,
                           datasets=tuple({"id": d.id, "name": d.name, "digest": d.digest, "rows": d.num_rows,
                                           "context": d.context} for d in used),
                           bundle=_bundle(ctx, row.manifest_sha256))

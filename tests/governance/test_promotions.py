@@ -207,3 +207,21 @@ def test_cli_promote_approve_reject(settings, trained, keel_env, tmp_path):
     assert "approved" in listed and "rejected" in listed
     one = cli("alice", "requests", "--id", second_req["id"]).stdout
     assert "rejected by bob" in one and "needs a fairness review" in one
+
+
+def test_default_production_policy_needs_a_card_and_the_card_names_the_approver(settings, trained):
+    alice, bob = as_user(settings, "alice"), as_user(settings, "bob")
+    mv = log_version(alice, trained)
+    req = keel.registry.request_promotion("churn", mv.version, "production", settings=alice)
+    assert [c["name"] for c in req.checks if not c["passed"]] == ["model_card"]
+    with pytest.raises(PolicyViolation, match="model_card: no model card text"):
+        keel.registry.approve(req.id, reason="ok", settings=bob)
+    keel.registry.update_card("churn", overview="Predicts churn within 30 days.",
+                              limitations="Trained on 2025 customers only.", settings=alice)
+    keel.registry.approve(req.id, reason="card reviewed", settings=bob)
+    card = keel.registry.get_card("models:/churn@production", settings=alice)
+    [approval] = card["approvals"]
+    assert (approval["decided_by"], approval["reason"], approval["status"]) == ("bob", "card reviewed", "approved")
+    evidence = {c["name"]: c for c in approval["decision_checks"]}
+    assert evidence["model_card"]["evidence"]["fields"] == ["limitations", "overview"]
+    assert evidence["reference_dataset"]["evidence"]["datasets"][0]["name"] == "train"
