@@ -1,8 +1,10 @@
 """`keel quickstart`: the loop on a dataset scikit-learn ships, narrated.
 
 Grows with each capability. Today: train, track (params, metrics over steps,
-datasets with profiles, artifacts), log the model as a bundle and load it back
-by URI, make its ONNX copy, show the run, verify the audit chain.
+datasets with profiles, artifacts), log and register the model as a bundle
+and load it back by URI, make its ONNX copy, then govern it: model card,
+explanation, a promotion to production under a policy with four eyes,
+lineage, and the audit chain verified.
 """
 
 from __future__ import annotations
@@ -19,6 +21,11 @@ from keel.errors import IntegrityError
 from keel.settings import Settings
 
 EPOCHS = 15
+MODEL_NAME = "breast-cancer"
+REVIEWER = "risk-officer"
+# What production asks of a version here (a team writes this in keel.toml).
+POLICY = {"aliases": {"production": {"min_metrics": {"roc_auc": 0.95}, "require_card": True,
+                                     "require_reference_dataset": True}}}
 
 
 def run_quickstart(home: Path | None = None, console: Console | None = None) -> str:
@@ -36,7 +43,7 @@ def run_quickstart(home: Path | None = None, console: Console | None = None) -> 
     from keel.formats.api import load_model, log_model
     from keel.tracking.fluent import client_for, start_run
 
-    console = console or Console(highlight=False)
+    console = console or Console(highlight=False, soft_wrap=True)  # long lines stay whole in pipes
     t0 = time.perf_counter()
     home = Path(home) if home else Path(tempfile.mkdtemp(prefix="keel-quickstart-"))
     if home.exists() and any(home.iterdir()):
@@ -46,7 +53,7 @@ def run_quickstart(home: Path | None = None, console: Console | None = None) -> 
     # A fresh store beside the home, whatever KEEL_STORE_URI says: the quickstart never touches real data.
     settings = Settings.load({
         "home": home, "store_uri": f"sqlite:///{home.absolute() / 'keel.db'}",
-        "artifact_uri": str(home.absolute() / "artifacts"),
+        "artifact_uri": str(home.absolute() / "artifacts"), "policy": POLICY,
     })
     console.print(f"[bold]keel quickstart[/bold]  KEEL_HOME={home}")
 
@@ -105,13 +112,14 @@ def run_quickstart(home: Path | None = None, console: Console | None = None) -> 
         console.print(f"4. store    {len(stored)} artifacts stored content-addressed (sha256), read back and verified")
 
         pipeline = make_pipeline(scaler, model)
-        info = log_model(pipeline, "model", input_example=X_test[:5])
-        loaded = load_model(info.uri, settings=settings)
+        info = log_model(pipeline, "model", input_example=X_test[:5], register=MODEL_NAME)
+        loaded = load_model(info.registered, settings=settings)
         same = bool((loaded.predict(X_test) == pipeline.predict(X_test)).all())
         lock_size = len(loaded.manifest.data["libraries"])
         console.print(f"5. model    {info.uri}: {info.format} bundle (skops, no pickle), signature of "
                       f"{loaded.signature.inputs[0].shape[-1]} features, {lock_size} pinned "
-                      f"libraries; reloaded by URI, hashes checked, predictions identical: {same}")
+                      f"libraries; registered as {info.registered}, reloaded by URI, hashes checked, "
+                      f"predictions identical: {same}")
 
     onnx_copy.wait(30)
     client = client_for(settings)
@@ -123,13 +131,55 @@ def run_quickstart(home: Path | None = None, console: Console | None = None) -> 
     else:
         console.print(f"6. onnx     no ONNX copy: {onnx.get('reason', onnx['status'])}", markup=False)
     _print_run(console, client, run.id)
+    _govern(console, settings, home, info.version, test_table)
     report = client.verify_audit()
     if not report.ok:
         raise IntegrityError(f"audit chain broken at event {report.first_bad_seq}: {report.reason}")
-    console.print(f"7. audit    chain OK: {report.events_checked} events, head {report.head_hash[:16]}...")
+    console.print(f"10. audit   chain OK: {report.events_checked} events, head {report.head_hash[:16]}...")
     console.print(f"done in {time.perf_counter() - t0:.1f}s. Explore it:\n"
-                  f"  export KEEL_HOME={home}\n  keel runs show {run.id}\n  keel audit log")
+                  f"  export KEEL_HOME={home}\n  keel runs show {run.id}\n"
+                  f"  keel card models:/{MODEL_NAME}@production\n  keel lineage models:/{MODEL_NAME}/1\n"
+                  f"  keel audit log")
     return run.id
+
+
+def _govern(console: Console, settings: Settings, home: Path, version: int, test_table: dict) -> None:
+    """Card, explanation, promotion with four eyes, lineage: requirement 6 of the loop."""
+    import dataclasses
+
+    from keel import registry
+    from keel.errors import PermissionDenied
+    from keel.governance.card import render_html
+
+    uri = f"models:/{MODEL_NAME}/{version}"
+    registry.update_card(MODEL_NAME, settings=settings,
+                         overview="Flags breast tumour samples as malignant or benign from 30 cell-nucleus "
+                                  "measurements (Wisconsin diagnostic data).",
+                         intended_use="A demonstration of keel's loop; not for clinical use.",
+                         limitations="569 samples from one hospital; no demographic attributes to check fairness on.")
+    explained = registry.explain(uri, test_table, target="target", settings=settings)
+    top = [g for g in explained["global"] if g["method"] == "permutation"][:3]
+    console.print(f"7. explain  permutation importance on the test set (accuracy drop): "
+                  + ", ".join(f"{g['feature']} {g['importance']:.3f}" for g in top))
+
+    request = registry.request_promotion(MODEL_NAME, version, "production", settings=settings,
+                                         comment="first candidate")
+    checks = ", ".join(f"{c['name']} {'ok' if c['passed'] else 'FAILED'}" for c in request.checks)
+    try:  # four eyes: whoever asked cannot also approve
+        registry.approve(request.id, reason="self-approval", settings=settings)
+        raise AssertionError("self-approval was accepted")
+    except PermissionDenied:
+        pass
+    reviewer = dataclasses.replace(settings, user=REVIEWER)
+    registry.approve(request.id, reason="metrics and card reviewed", settings=reviewer)
+    console.print(f"8. promote  {settings.user} asked for production ({checks}); their own approval was "
+                  f"refused; {REVIEWER} approved -> models:/{MODEL_NAME}@production = version {version}")
+
+    card_path = home / "model-card.html"
+    card_path.write_text(render_html(registry.get_card(f"models:/{MODEL_NAME}@production", settings=settings)),
+                         encoding="utf-8")
+    console.print(f"9. govern   model card (purpose, data, metrics, explanation, environment, approvals) "
+                  f"-> {card_path}")
 
 
 def _print_run(console: Console, client, run_id: str) -> None:

@@ -21,7 +21,7 @@ def test_quickstart_tracks_a_run_and_verifies_the_chain(tmp_path):
     proc = subprocess.run([*_keel_exe(), "quickstart", "--home", str(home)], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "audit    chain OK" in proc.stdout
+    assert "10. audit   chain OK" in proc.stdout
     env["KEEL_HOME"] = str(home)
     runs = json.loads(subprocess.run([*_keel_exe(), "runs", "list", "--json"], env=env, capture_output=True,
                                      text=True, check=True).stdout)
@@ -38,6 +38,17 @@ def test_quickstart_tracks_a_run_and_verifies_the_chain(tmp_path):
     assert "5. model    runs:/" in proc.stdout and "predictions identical: True" in proc.stdout
     verify = subprocess.run([*_keel_exe(), "audit", "verify"], env=env, capture_output=True, text=True)
     assert verify.returncode == 0
+    # Governance: promoted to production by a second person, and the card says so.
+    assert "risk-officer approved -> models:/breast-cancer@production = version 1" in " ".join(proc.stdout.split())
+    prod = json.loads(subprocess.run([*_keel_exe(), "models", "show", "models:/breast-cancer@production", "--json"],
+                                     env=env, capture_output=True, text=True, check=True).stdout)
+    assert prod["version"] == 1 and prod["source"] == f"runs:/{run['id']}/model"
+    card = (home / "model-card.html").read_text()
+    assert "risk-officer" in card and "metrics and card reviewed" in card
+    log = subprocess.run([*_keel_exe(), "audit", "log", "--json"], env=env, capture_output=True, text=True,
+                         check=True).stdout
+    assert [e["action"] for e in json.loads(log) if e["action"].startswith(("promotion.", "access."))] == \
+        ["promotion.request", "access.denied", "promotion.approve"]
 
 
 def test_quickstart_refuses_a_non_empty_home(tmp_path):
