@@ -277,3 +277,35 @@ version_artifacts = sa.Table(
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.ForeignKeyConstraint(["name", "version"], ["model_versions.name", "model_versions.version"]),
 )
+
+# Served traffic (migration 0004). The server spools predictions to local
+# Arrow IPC segments; each closed segment becomes one Parquet blob in the
+# artifact store and one row here (``segment`` is unique: ingesting a
+# segment twice after a crash is a no-op). Monitoring reads windows of rows
+# by time from the blobs.
+prediction_segments = sa.Table(
+    "prediction_segments",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("model", sa.String(256), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("segment", sa.String(256), nullable=False, unique=True),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("first_ms", sa.BigInteger, nullable=False),
+    sa.Column("last_ms", sa.BigInteger, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Index("ix_prediction_segments_model_time", "model", "version", "first_ms"),
+)
+
+# Ground truth posted after the fact, by the request id the server answered with.
+prediction_labels = sa.Table(
+    "prediction_labels",
+    metadata,
+    sa.Column("model", sa.String(256), primary_key=True),
+    sa.Column("request_id", sa.String(128), primary_key=True),
+    sa.Column("label", sa.Text, nullable=False),  # JSON
+    sa.Column("created_by", sa.String(256), nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+)
