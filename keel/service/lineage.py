@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import sqlalchemy as sa
 
@@ -80,10 +80,12 @@ class Graph:
     edges: list[Edge]
 
     def downstream(self, node_id: str) -> list[tuple[Edge, Node]]:
-        return [(e, self.nodes[e.target]) for e in self._sorted_edges() if e.source == node_id]
+        """The edges leaving ``node_id`` and the nodes they lead to."""
+        return [(e, self.nodes[e.target]) for e in _ordered(e for e in self.edges if e.source == node_id)]
 
     def upstream(self, node_id: str) -> list[tuple[Edge, Node]]:
-        return [(e, self.nodes[e.source]) for e in self._sorted_edges() if e.target == node_id]
+        """The edges reaching ``node_id`` and the nodes they come from."""
+        return [(e, self.nodes[e.source]) for e in _ordered(e for e in self.edges if e.target == node_id)]
 
     def of_kind(self, kind: str) -> list[Node]:
         return sorted((n for n in self.nodes.values() if n.kind == kind), key=lambda n: n.id)
@@ -93,10 +95,11 @@ class Graph:
         rank = {k: i for i, k in enumerate(KIND_ORDER)}
         nodes = sorted(self.nodes.values(), key=lambda n: (rank.get(n.kind, len(rank)), n.kind, n.id))
         return {"root": self.root, "nodes": [n.to_dict() for n in nodes],
-                "edges": [e.to_dict() for e in self._sorted_edges()]}
+                "edges": [e.to_dict() for e in _ordered(self.edges)]}
 
-    def _sorted_edges(self) -> list[Edge]:
-        return sorted(self.edges, key=lambda e: tuple(map(str, e.key)))
+
+def _ordered(edges: Iterable[Edge]) -> list[Edge]:
+    return sorted(edges, key=lambda e: tuple(map(str, e.key)))
 
 
 Link = tuple[Node, dict[str, Any]]  # a neighbour and the attributes of the edge to it
@@ -308,18 +311,22 @@ def _model_summary(reader: _Reader, run_id: str, path: str) -> dict[str, Any]:
         artifacts.c.run_id == run_id, artifacts.c.path.startswith(f"{path}/", autoescape=True))))
     manifest_sha = shas.get(f"{path}/{_MANIFEST}")
     summary: dict[str, Any] = {"manifest_sha256": manifest_sha, "format": None, "environment": None}
+    if manifest_sha is None:
+        return {**summary, "problem": f"no {_MANIFEST} recorded"}
     try:
         manifest = yaml.safe_load(reader.ctx.blobs.get_bytes(manifest_sha, name=f"runs:/{run_id}/{path}/{_MANIFEST}"))
+        if not isinstance(manifest, dict):
+            raise InvalidInput(f"{_MANIFEST} is not a mapping")
         env = manifest.get("environment") or {}
         lock_path = f"{path}/{env.get('lock') or 'requirements.lock'}"
         packages = None
         if lock_path in shas:
-            text = reader.ctx.blobs.get_bytes(shas[lock_path], name=f"runs:/{run_id}/{lock_path}").decode("utf-8")
-            packages = len(EnvironmentLock.from_text(text).packages)
+            text = reader.ctx.blobs.get_bytes(shas[lock_path], name=f"runs:/{run_id}/{lock_path}")
+            packages = len(EnvironmentLock.from_text(text.decode("utf-8")).packages)
         summary.update(format=manifest.get("format"), environment={
             "python": env.get("python"), "platform": env.get("platform"), "packages": packages,
             "source_commit": env.get("source_commit")})
-    except (KeelError, yaml.YAMLError, UnicodeDecodeError, AttributeError) as exc:
+    except (KeelError, OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
         summary["problem"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return summary
 
@@ -359,14 +366,16 @@ def _runs_using(reader: _Reader, node: Node) -> list[Link]:
 
 
 def _datasets_used(reader: _Reader, node: Node) -> list[Link]:
-    rows = reader.rows(sa.select(datasets, run_inputs.c.context).join(run_inputs, run_inputs.c.dataset_id == datasets.c.id)
-                       .where(run_inputs.c.run_id == node.attrs["run_id"]).order_by(datasets.c.name, run_inputs.c.context))
+    rows = reader.rows(sa.select(datasets, run_inputs.c.context)
+                       .join(run_inputs, run_inputs.c.dataset_id == datasets.c.id)
+                       .where(run_inputs.c.run_id == node.attrs["run_id"])
+                       .order_by(datasets.c.name, datasets.c.digest, run_inputs.c.context))
     return [(_dataset_node(r), {"context": r.context}) for r in rows]
 
 
 def _digests_of(reader: _Reader, node: Node) -> list[Link]:
-    rows = reader.rows(sa.select(datasets).where(datasets.c.name == node.attrs["name"]).order_by(datasets.c.created_at,
-                                                                                                  datasets.c.digest))
+    rows = reader.rows(sa.select(datasets).where(datasets.c.name == node.attrs["name"])
+                       .order_by(datasets.c.created_at, datasets.c.digest))
     return [(_dataset_node(r), {}) for r in rows]
 
 
