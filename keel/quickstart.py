@@ -178,8 +178,10 @@ def _govern(console: Console, settings: Settings, home: Path, version: int, test
     card_path = home / "model-card.html"
     card_path.write_text(render_html(registry.get_card(f"models:/{MODEL_NAME}@production", settings=settings)),
                          encoding="utf-8")
-    console.print(f"9. govern   model card (purpose, data, metrics, explanation, environment, approvals) "
-                  f"-> {card_path}")
+    graph = registry.lineage(f"models:/{MODEL_NAME}/{version}", direction="up", settings=settings)
+    upstream = sorted({node.kind for node in graph.nodes.values() if node.id != graph.root})
+    console.print(f"9. govern   lineage of {uri}: {', '.join(upstream)} upstream; model card (purpose, data, "
+                  f"metrics, explanation, environment, approvals) -> {card_path}")
 
 
 def _print_run(console: Console, client, run_id: str) -> None:

@@ -22,8 +22,8 @@ from keel.settings import Settings
 
 __all__ = [
     "ModelVersion", "PromotionRequest", "RegisteredModel", "approve", "cancel", "delete_alias", "get_card",
-    "get_request", "get_version", "list_models", "list_requests", "list_versions", "reject", "request_promotion",
-    "set_alias", "update_card",
+    "explain", "explain_rows", "get_request", "get_version", "lineage", "list_models", "list_requests",
+    "list_versions", "reject", "request_promotion", "set_alias", "update_card", "update_model",
 ]
 
 
@@ -47,6 +47,12 @@ def list_models(*, settings: Settings | None = None) -> list[RegisteredModel]:
 
 def list_versions(name: str, *, settings: Settings | None = None) -> list[ModelVersion]:
     return _registry.list_versions(_ctx(settings), name)
+
+
+def update_model(name: str, *, description: str | None = None, tags: dict[str, str] | None = None,
+                 delete_tags: list[str] | tuple[str, ...] = (), settings: Settings | None = None) -> RegisteredModel:
+    """Change a registered model's description and tags."""
+    return _registry.update_model(_ctx(settings), name, description=description, tags=tags, delete_tags=delete_tags)
 
 
 def set_alias(name: str, alias: str, version: int, *, settings: Settings | None = None) -> ModelVersion:
@@ -106,3 +112,31 @@ def get_card(uri: str, *, settings: Settings | None = None) -> dict[str, Any]:
     from keel.service.cards import build_card
 
     return build_card(_ctx(settings), uri)
+
+
+def explain(uri: str, data: Any, *, target: str | None = None, n_repeats: int = 5, store: bool = True,
+            settings: Settings | None = None, **options: Any) -> dict[str, Any]:
+    """Global feature importance of a registered version on ``data`` (a file or a frame).
+
+    Permutation importance always; tree SHAP too for tree models. Stored with
+    the version (and shown in its card) unless ``store=False``. See
+    docs/explanations.md for the document's shape and ``options``.
+    """
+    from keel.service.explanations import explain_version
+
+    return explain_version(_ctx(settings), uri, data, target=target, n_repeats=n_repeats, store=store, **options)
+
+
+def explain_rows(model_or_uri: Any, X: Any, *, settings: Settings | None = None, **options: Any) -> dict[str, Any]:
+    """Per-row explanations (tree SHAP for tree models, else substitution against a background)."""
+    from keel.service.explanations import explain_rows as rows
+
+    return rows(model_or_uri, X, settings=settings, **options)
+
+
+def lineage(uri: str, *, direction: str = "both", depth: int | None = None,
+            settings: Settings | None = None) -> Any:
+    """The lineage graph around ``uri`` (models:/, runs:/, datasets:/): see docs/lineage.md."""
+    from keel.service.lineage import build_graph
+
+    return build_graph(_ctx(settings), uri, direction=direction, depth=depth)
