@@ -194,9 +194,36 @@ def _fetch_run_model(run_id: str, path: str, settings: Settings | None) -> tuple
     cached = cache / prefix / MANIFEST
     # A cached copy is reused only if its manifest is still the one the store
     # recorded; the manifest then vouches for every other file (verify_files).
-    if not cached.is_file() or sha256_file(cached) != manifest.sha256:
-        client.download_artifacts(run_id, cache, prefix)
+    if not _cached_ok(cached, manifest.sha256):
+        _download_atomically(client, run_id, prefix, cache / prefix, manifest.sha256)
     return cache / prefix, {i.sha256 for i in infos}
+
+
+def _cached_ok(manifest_path: Path, sha: str) -> bool:
+    return manifest_path.is_file() and sha256_file(manifest_path) == sha
+
+
+def _download_atomically(client: Any, run_id: str, prefix: str, target: Path, sha: str) -> None:
+    """Fill the cached bundle folder all at once: download beside it, then rename into place.
+
+    Another thread or process loading the same model (the background ONNX
+    copy, a second server worker) then never sees a half-written bundle.
+    """
+    import shutil
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name[:16]}-", dir=target.parent))
+    try:
+        client.download_artifacts(run_id, tmp, prefix)
+        if target.exists() and not _cached_ok(target / MANIFEST, sha):
+            shutil.rmtree(target, ignore_errors=True)  # a broken copy: the rename below needs its name
+        try:
+            os.rename(tmp / prefix, target)
+        except OSError:
+            if not _cached_ok(target / MANIFEST, sha):  # not another loader's complete copy
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _hashes_known_to_store(manifest: Manifest, settings: Settings | None) -> set[str]:
