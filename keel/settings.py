@@ -54,6 +54,8 @@ class Settings:
     # Tables of keel.toml (no environment variable): read as they are, checked by their users.
     policy: Mapping[str, Any] = field(default_factory=dict, compare=False, metadata={
         "table": True, "doc": '[policy]: promotion checks and approvals per alias (docs/governance.md).'})
+    serve: Mapping[str, Any] = field(default_factory=dict, compare=False, metadata={
+        "table": True, "doc": '[serve]: defaults of `keel serve` flags (docs/serving.md).'})
 
     @classmethod
     def load(

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from keel import __version__
-from keel.cli import audit, card, db, env, explain, lineage, models, runs, users
+from keel.cli import audit, card, db, env, explain, lineage, models, runs, serve, users
 from keel.cli.common import err
 
 app = typer.Typer(
@@ -31,6 +31,7 @@ app.add_typer(users.tokens_app, name="tokens")
 app.command("lineage")(lineage.lineage)
 app.command("card")(card.card)
 app.command("explain")(explain.explain)
+app.command("serve")(serve.serve)
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,136 @@
+"""Adaptive micro-batching: requests that arrive together are run together; a lone one at once.
+
+Requests queue per model. While a batch runs, new ones wait in the queue; when
+it finishes, the next batch takes everything queued (up to ``max_batch_size``
+rows). So under load batches grow by themselves, and at low load a request
+never waits for company. ``max_wait_ms`` (default 0) lets a batch wait a
+little for more rows, but only while traffic is concurrent (the previous
+batch held more than one request).
+
+A batch whose model call is fast (under ``INLINE_SECONDS`` on average) runs
+on the event loop itself: handing it to a thread would cost more than the
+prediction. Slower models run in a worker thread so the loop keeps accepting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+INLINE_SECONDS = 0.0003
+
+
+class Overloaded(Exception):
+    """The model's queue is full: answer 503 with Retry-After."""
+
+
+@dataclass
+class Pending:
+    arrays: dict[str, np.ndarray]
+    rows: int
+    request_id: str
+    received_ms: int
+    started: float  # perf_counter at arrival
+    future: asyncio.Future = field(default=None)  # type: ignore[assignment]
+
+
+class Batcher:
+    def __init__(self, predict: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]], *,
+                 max_batch_size: int = 64, max_wait_ms: float = 0.0, max_queue: int = 256,
+                 on_batch: Callable[[list[Pending], dict[str, np.ndarray], dict[str, np.ndarray]], None] | None = None
+                 ) -> None:
+        self._predict = predict
+        self.max_batch_size = max_batch_size
+        self.max_wait = max_wait_ms / 1000
+        self.max_queue = max_queue
+        self._on_batch = on_batch
+        self._queue: deque[Pending] = deque()
+        self._busy = False
+        self._ewma: float | None = None
+        self._last_requests = 1
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="keel-predict")
+        self.in_flight = 0
+
+    @property
+    def depth(self) -> int:
+        return len(self._queue)
+
+    def submit(self, item: Pending) -> asyncio.Future:
+        if len(self._queue) >= self.max_queue:
+            raise Overloaded(f"the model's queue is full ({self.max_queue} requests waiting)")
+        loop = asyncio.get_running_loop()
+        item.future = loop.create_future()
+        self._queue.append(item)
+        if not self._busy:
+            self._busy = True
+            loop.create_task(self._drain())
+        return item.future
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                batch = self._take([])
+                if self.max_wait and self._last_requests > 1 and sum(p.rows for p in batch) < self.max_batch_size:
+                    await asyncio.sleep(self.max_wait)
+                    batch = self._take(batch)
+                self._last_requests = len(batch)
+                await self._run(batch)
+        finally:
+            self._busy = False
+
+    def _take(self, batch: list[Pending]) -> list[Pending]:
+        rows = sum(p.rows for p in batch)
+        while self._queue and (not batch or rows + self._queue[0].rows <= self.max_batch_size):
+            item = self._queue.popleft()
+            batch.append(item)
+            rows += item.rows
+        return batch
+
+    async def _run(self, batch: list[Pending]) -> None:
+        self.in_flight = len(batch)
+        try:
+            if self._ewma is not None and self._ewma < INLINE_SECONDS:
+                inputs, outputs = self._timed(batch)
+            else:
+                inputs, outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self._timed, batch)
+        except BaseException as exc:  # noqa: BLE001 - every waiter must hear about it
+            await self._fail(batch, exc)
+            return
+        finally:
+            self.in_flight = 0
+        start = 0
+        for item in batch:
+            end = start + item.rows
+            if not item.future.done():
+                item.future.set_result({name: array[start:end] for name, array in outputs.items()})
+            start = end
+        if self._on_batch is not None:
+            self._on_batch(batch, inputs, outputs)
+
+    def _timed(self, batch: list[Pending]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        t0 = time.perf_counter()
+        if len(batch) == 1:
+            arrays = batch[0].arrays
+        else:
+            arrays = {name: np.concatenate([p.arrays[name] for p in batch]) for name in batch[0].arrays}
+        outputs = self._predict(arrays)
+        took = time.perf_counter() - t0
+        self._ewma = took if self._ewma is None else 0.8 * self._ewma + 0.2 * took
+        return arrays, outputs
+
+    async def _fail(self, batch: list[Pending], exc: BaseException) -> None:
+        if len(batch) == 1:
+            if not batch[0].future.done():
+                batch[0].future.set_exception(exc)
+            return
+        for item in batch:  # one bad request must not fail the others: retry each alone
+            await self._run([item])
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)

@@ -1,0 +1,63 @@
+"""Starting and stopping a real `keel serve` process for the serving tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import requests
+
+ROOT = Path(__file__).parent
+
+
+@dataclass
+class Server:
+    url: str
+    port: int
+    proc: subprocess.Popen
+    home: Path
+    env: dict[str, str]
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> str:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            _, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+        return err
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(home: Path, *args: str, env_extra: dict[str, str] | None = None) -> Server:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
+    env.update({"KEEL_HOME": str(home), "KEEL_USER": "server", "PYTHONPATH": str(ROOT), **(env_extra or {})})
+    proc = subprocess.Popen([sys.executable, "-m", "keel.cli.main", "serve", *args, "--port", str(port)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"keel serve exited {proc.returncode}: {proc.stderr.read()}")
+        try:
+            if requests.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+                return Server(url, port, proc, home, env)
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("keel serve did not become ready in 120 s")
