@@ -28,6 +28,9 @@ def serve(
     native: Optional[bool] = typer.Option(None, "--native", help="Use the model's own library, not its ONNX copy."),
     access_log: Optional[bool] = typer.Option(None, "--access-log/--no-access-log",
                                               help="JSON access log lines on stderr (on)."),
+    auth: Optional[bool] = typer.Option(None, "--auth/--no-auth",
+                                        help="Require an API token (viewer; editor for labels) on every route "
+                                             "but health (off)."),
 ) -> None:
     """Serve models over HTTP: Open Inference Protocol v2 (KServe, Triton clients), /predict, /metrics.
 
@@ -39,6 +42,6 @@ def serve(
     settings = settings_from(ctx)
     flags = dict(host=host, port=port, workers=workers, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
                  max_queue=max_queue, max_body_mb=max_body_mb, log_predictions=log_predictions, native=native,
-                 access_log=access_log)
+                 access_log=access_log, auth=auth)
     options = ServeOptions.resolve(targets, flags, dict(settings.serve))
     run_server(options, settings)

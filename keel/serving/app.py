@@ -41,8 +41,10 @@ class InferenceApp:
     def __init__(self, models: list[ServedModel], *, max_batch_size: int = 64, max_wait_ms: float = 0.0,
                  max_queue: int = 256, max_body_bytes: int = 16 * 2**20, predlog: Any = None,
                  labels: Callable[[str, list[tuple[str, Any]]], int] | None = None,
-                 access_log: bool = True, on_shutdown: Callable[[], None] | None = None) -> None:
+                 access_log: bool = True, on_shutdown: Callable[[], None] | None = None,
+                 authenticate: Callable[[str], str] | None = None) -> None:
         self.models = {m.name: m for m in models}
+        self._authenticate = authenticate  # token -> role; None: no authentication (the default)
         self.predlog = predlog
         self._labels = labels
         self.max_body = max_body_bytes
@@ -91,6 +93,8 @@ class InferenceApp:
         method, path = scope["method"], scope["path"]
         model, route = "", path
         try:
+            if self._authenticate is not None and path not in ("/v2/health/live", "/v2/health/ready"):
+                self._check_token(scope, path)
             parts = path.strip("/").split("/")
             if parts[0] == "v2" and len(parts) >= 3 and parts[1] == "models":
                 model, route = parts[2], _route_name(parts[3:])
@@ -160,6 +164,23 @@ class InferenceApp:
                 served = self._model(path[len("/models/"):-len("/predict")], None)
             return await self._predict_json(served, scope, receive)
         raise HTTPError(404, f"no route {path!r}; see /v2/models/NAME/infer, /predict, /metrics")
+
+    def _check_token(self, scope: dict[str, Any], path: str) -> None:
+        """--auth: a bearer token of a viewer (an editor to post labels); health routes stay open."""
+        from keel.governance.roles import EDITOR, VIEWER, allows
+
+        header = _header(scope, b"authorization") or ""
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise HTTPError(401, "this server needs an API token: send 'Authorization: Bearer keel_...'",
+                            [(b"www-authenticate", b"Bearer")])
+        try:
+            role = self._authenticate(token.strip())
+        except Exception as exc:  # PermissionDenied: unknown, revoked, expired, disabled
+            raise HTTPError(401, str(exc), [(b"www-authenticate", b"Bearer")]) from None
+        needed = EDITOR if path.endswith("/labels") else VIEWER
+        if not allows(role, needed):
+            raise HTTPError(403, f"the token's role ({role}) may not do this; {needed} or higher is needed")
 
     # -- handlers ----------------------------------------------------------------------
     def _model(self, name: str, version: str | None) -> ServedModel:

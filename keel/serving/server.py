@@ -38,6 +38,7 @@ class ServeOptions:
     log_predictions: bool = True
     native: bool = False
     access_log: bool = True
+    auth: bool = False
     graceful_timeout: float = 30.0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -107,7 +108,41 @@ def build_app(options: ServeOptions, settings: Settings) -> Any:
     return InferenceApp(models, max_batch_size=options.max_batch_size, max_wait_ms=options.max_wait_ms,
                         max_queue=options.max_queue, max_body_bytes=int(options.max_body_mb * 2**20),
                         predlog=predlog, labels=labels, access_log=options.access_log,
-                        on_shutdown=slot.release if slot is not None else None)
+                        on_shutdown=slot.release if slot is not None else None,
+                        authenticate=TokenCheck(settings) if options.auth else None)
+
+
+class TokenCheck:
+    """Token -> role for ``--auth``, from the store; a result is reused for ``ttl`` seconds
+    (a revoked token stops working within that time, without a store read per request)."""
+
+    def __init__(self, settings: Settings, ttl: float = 1.0) -> None:
+        from keel.tracking.fluent import client_for
+
+        self._store = client_for(settings).ctx.store
+        self._ttl = ttl
+        self._seen: dict[str, tuple[float, str | None, str]] = {}
+
+    def __call__(self, token: str) -> str:
+        import time
+
+        from keel.errors import PermissionDenied
+        from keel.service.users import authenticate, hash_token
+
+        key = hash_token(token)
+        now = time.monotonic()
+        hit = self._seen.get(key)
+        if hit is None or now - hit[0] > self._ttl:
+            if len(self._seen) > 10_000:  # bounded: made-up tokens must not grow it forever
+                self._seen.clear()
+            try:
+                hit = (now, authenticate(self._store, token).role, "")
+            except PermissionDenied as exc:
+                hit = (now, None, str(exc))
+            self._seen[key] = hit
+        if hit[1] is None:
+            raise PermissionDenied(hit[2])
+        return hit[1]
 
 
 def app_from_env() -> Any:
