@@ -34,19 +34,33 @@ def _finish_background_onnx_copies(store_uri: str) -> Iterator[None]:
 def store_uri(tmp_path: Path) -> Iterator[str]:
     base = os.environ.get(STORE_ENV)
     if not base:
-        yield f"sqlite:///{tmp_path / 'home' / 'keel.db'}"
+        uri = f"sqlite:///{tmp_path / 'home' / 'keel.db'}"
+        yield uri
+        _close_shared_clients(uri)
         return
     schema = f"t_{uuid.uuid4().hex[:16]}"
     admin = sa.create_engine(base)
     with admin.begin() as conn:
         conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
     url = sa.make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
+    uri = url.render_as_string(hide_password=False)
     try:
-        yield url.render_as_string(hide_password=False)
+        yield uri
     finally:
+        _close_shared_clients(uri)
         with admin.begin() as conn:
             conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
         admin.dispose()
+
+
+def _close_shared_clients(uri: str) -> None:
+    """The fluent API keeps a client per store; a test's store goes away with the test."""
+    import gc
+    import sys
+
+    if "keel.tracking.fluent" in sys.modules:
+        sys.modules["keel.tracking.fluent"].close_clients(uri)
+    gc.collect()  # clients a test made and dropped release their connections now, not at some later GC
 
 
 @pytest.fixture

@@ -240,6 +240,19 @@ def flush() -> None:
         client.flush()
 
 
+def close_clients(store_uri: str | None = None) -> None:
+    """Flush and close the shared clients (of one store, or all): their connections are released.
+
+    For programs that move between stores (and test suites); runs still open
+    on those clients should be ended first.
+    """
+    with _clients_lock:
+        keys = [k for k in _clients if store_uri is None or k[0] == store_uri]
+        closing = [_clients.pop(k) for k in keys]
+    for client in closing:
+        client.close()
+
+
 def get_run(run_id: str, settings: Settings | None = None) -> Run:
     return client_for(settings).get_run(run_id)
 
