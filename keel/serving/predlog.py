@@ -1,0 +1,312 @@
+"""The inference server's prediction log: recording a batch is an append to memory.
+
+The request path only appends to a bounded in-memory queue
+(:meth:`PredictionLog.record`). A writer thread turns what is queued into
+Arrow record batches, one segment file per model version in the spool
+directory (see :mod:`keel.serving.spool`), and flushes and fsyncs every
+``flush_interval`` seconds: that is when a prediction becomes durable. It
+seals a segment after ``segment_seconds`` or ``segment_rows``; an ingester
+thread then hands each sealed segment to ``ingest`` (normally
+``keel.service.predictions.ingest_segment``) and deletes it. If the store is
+away, segments wait on disk and the ingester retries with back-off.
+
+When the queue holds ``max_pending_rows`` rows, ``record`` drops the batch and
+counts it instead of growing: memory stays bounded even if the disk stalls.
+
+The queue is kept as columns, one buffer per model version, that each call
+extends. Queueing a tuple of lists per call left the garbage collector
+thousands of live containers to track; they reached its older generations
+and set off full collections, which cost the request loop more than all the
+rest of the log together.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import time
+import weakref
+from itertools import repeat
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from keel.serving import spool
+
+log = logging.getLogger("keel.serving.predlog")
+_live: "weakref.WeakSet[PredictionLog]" = weakref.WeakSet()
+PASS_SECONDS = 5.0  # the ingester also looks at the spool this often (segments of other processes)
+MAX_BACKOFF = 60.0
+WARN_EVERY = 60.0  # seconds between two warnings about dropped rows
+
+
+class PredictionLog:
+    """Spool every answered request to disk off the request path, then into the store.
+
+    Args:
+        spool_dir: Local directory of the spool (created if missing). Several
+            processes may share it; segments left by a crashed process are
+            sealed when a log starts on it and ingested with the others.
+        ingest: Called with the path of each sealed segment, in a background
+            thread; None keeps sealed segments on disk.
+        flush_interval: Seconds between flushes (write, fsync) of open segments.
+        segment_seconds: Age at which a segment is sealed for ingestion.
+        segment_rows: Rows at which a segment is sealed for ingestion.
+        max_pending_rows: Rows the in-memory queue may hold before ``record`` drops.
+    """
+
+    def __init__(self, spool_dir: str | Path, ingest: Callable[[Path], Any] | None, *,
+                 flush_interval: float = 0.2, segment_seconds: float = 5.0, segment_rows: int = 50_000,
+                 max_pending_rows: int = 200_000) -> None:
+        self.spool_dir = Path(spool_dir)
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        self._ingest = ingest
+        self._flush_interval, self._segment_seconds = flush_interval, segment_seconds
+        self._segment_rows, self._max_pending = segment_rows, max_pending_rows
+        self._lock = threading.Lock()  # guards the queue and the counters that record() touches
+        self._buffers: dict[tuple[Any, ...], _Buffer] = {}  # the queue
+        self._pending_rows = self._logged = self._dropped = 0
+        self._warned = -WARN_EVERY
+        self._ingested = self._ingest_errors = 0
+        self._closed = False
+        self._segments: dict[tuple[str, int], spool.Segment] = {}  # writer thread only
+        self._stop = threading.Event()
+        self._wake_ingester = threading.Event()
+        self._writer_done = threading.Event()
+        spool.seal_abandoned(self.spool_dir)  # before our own writer opens anything
+        # pyarrow's first conversion imports pandas when it is installed (a second of CPU, thousands
+        # of objects for the garbage collector): at start-up, not in the first flush under traffic.
+        spool.record_batch(["warm-up"], [0], [0.0], {"x": np.zeros(1)}, {})
+        self._writer = threading.Thread(target=self._write_loop, name="keel-predlog-writer", daemon=True)
+        self._writer.start()
+        self._ingester: threading.Thread | None = None
+        if ingest is not None:
+            self._wake_ingester.set()  # first pass at once: leftovers of an earlier run
+            self._ingester = threading.Thread(target=self._ingest_loop, name="keel-predlog-ingest", daemon=True)
+            self._ingester.start()
+        _live.add(self)
+
+    def record(self, model: str, version: int, request_ids: Sequence[str], received_ms: Sequence[int] | np.ndarray,
+               latency_ms: Sequence[float] | np.ndarray, inputs: Mapping[str, np.ndarray],
+               outputs: Mapping[str, np.ndarray], rows: Sequence[int] | None = None) -> bool:
+        """Queue one executed batch; False (counted as dropped) when the queue is full, closed, or the call malformed.
+
+        ``request_ids``, ``received_ms`` (epoch ms) and ``latency_ms`` have one
+        entry per request; ``rows`` the number of rows of each request when it
+        is not one each. ``inputs`` and ``outputs`` are the batch's tensors,
+        one row per prediction. The arrays are kept, not copied: do not change
+        them afterwards.
+        """
+        k = len(request_ids)
+        n = k if rows is None else sum(rows)
+        problem = _problem(k, n, received_ms, latency_ms, rows, inputs, outputs)
+        if problem is not None:
+            self._count_dropped(n, f"a malformed batch of {model!r} version {version}: {problem}")
+            return False
+        key = (model, version, tuple(inputs), tuple(outputs))
+        with self._lock:
+            if self._closed or self._pending_rows + n > self._max_pending:
+                self._dropped += n
+                return False
+            buffer = self._buffers.get(key)
+            if buffer is None:
+                buffer = self._buffers[key] = _Buffer(key)
+            buffer.add(request_ids, received_ms, latency_ms, rows, n, inputs, outputs)
+            self._pending_rows += n
+        return True
+
+    def stats(self) -> dict[str, int]:
+        """Counters in rows (``segments_ingested``, ``ingest_errors``: in segments, attempts)."""
+        return {"logged": self._logged, "dropped": self._dropped, "pending": self._pending_rows,
+                "segments_ingested": self._ingested, "ingest_errors": self._ingest_errors}
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write and seal everything queued, then ingest what is sealed, within ``timeout`` seconds.
+
+        What the ingester could not store in time stays in the spool directory
+        and is ingested by the next log started on it (or ``keel.service.predictions.ingest_spool``).
+        """
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            self._closed = True
+        self._stop.set()
+        self._writer.join(timeout)
+        if self._ingester is not None:
+            self._wake_ingester.set()
+            self._ingester.join(max(0.0, deadline - time.monotonic()))
+        if self._writer.is_alive() or (self._ingester is not None and self._ingester.is_alive()):
+            log.warning("keel: the prediction log did not finish within %.1f s; what is sealed stays in %s",
+                        timeout, self.spool_dir)
+        _live.discard(self)
+
+    # -- writer thread -----------------------------------------------------
+    def _write_loop(self) -> None:
+        while True:
+            stopping = self._stop.wait(self._flush_interval)
+            with self._lock:
+                buffers, self._buffers = self._buffers, {}
+            try:
+                for buffer in buffers.values():
+                    self._append(buffer)
+                self._sync(seal_all=stopping)
+            except Exception:  # noqa: BLE001 - the thread must outlive any one bad flush
+                log.exception("keel: prediction log flush failed")
+            with self._lock:  # counted until written, so the queue bound covers the writer's hands too
+                self._pending_rows -= sum(buffer.n for buffer in buffers.values())
+            if stopping:
+                break
+        self._writer_done.set()
+        self._wake_ingester.set()
+
+    def _append(self, buffer: _Buffer) -> None:
+        key = buffer.key[:2]
+        try:
+            batches = [(buffer.n, buffer.batch())]
+        except Exception:  # noqa: BLE001 - calls that do not fit together: write them one by one
+            batches = list(buffer.each_call())
+        for rows, batch in batches:
+            if isinstance(batch, Exception):
+                self._count_dropped(rows, f"a malformed batch of {key[0]!r} version {key[1]}: {batch}")
+                continue
+            try:
+                self._write(key, batch)
+            except Exception as exc:  # noqa: BLE001 - a full or failing disk
+                self._count_dropped(rows, f"writing to the spool failed: {exc}")
+                segment = self._segments.pop(key, None)
+                if segment is not None:
+                    segment.discard()
+
+    def _write(self, key: tuple[str, int], batch: pa.RecordBatch) -> None:
+        segment = self._segments.get(key)
+        if segment is not None:
+            conformed = segment.conform(batch)
+            if conformed is None or segment.rows >= self._segment_rows:
+                self._seal(key)  # a new schema (the model changed its outputs) starts a new segment
+                segment = None
+            else:
+                batch = conformed
+        if segment is None:
+            segment = self._segments[key] = spool.Segment(self.spool_dir, key[0], key[1], batch.schema)
+        segment.write(batch)
+        self._logged += batch.num_rows  # only this thread writes it
+
+    def _sync(self, *, seal_all: bool) -> None:
+        now = time.monotonic()
+        for key, segment in list(self._segments.items()):
+            if seal_all or segment.rows >= self._segment_rows or now - segment.opened >= self._segment_seconds:
+                self._seal(key)
+            else:
+                segment.sync()
+
+    def _seal(self, key: tuple[str, int]) -> None:
+        self._segments.pop(key).seal()
+        self._wake_ingester.set()
+
+    def _count_dropped(self, rows: int, why: str) -> None:
+        with self._lock:
+            self._dropped += rows
+            now = time.monotonic()
+            if now - self._warned < WARN_EVERY:
+                return
+            self._warned = now
+        log.warning("keel: dropped %d prediction rows: %s (stats()['dropped'] counts them all)", rows, why)
+
+    # -- ingester thread ---------------------------------------------------
+    def _ingest_loop(self) -> None:
+        failures = 0
+        while True:
+            self._wake_ingester.wait(min(MAX_BACKOFF, 2.0 ** failures) if failures else PASS_SECONDS)
+            self._wake_ingester.clear()
+            final = self._writer_done.is_set()  # read before the pass: then it sees every sealed segment
+            try:
+                for _ in spool.drain(self.spool_dir, self._ingest):  # type: ignore[arg-type]
+                    self._ingested += 1
+                failures = 0
+            except Exception as exc:  # noqa: BLE001 - the store may be away for a while
+                failures += 1
+                self._ingest_errors += 1
+                log.warning("keel: could not ingest prediction segments from %s (attempt %d): %s",
+                            self.spool_dir, failures, exc)
+            if final:
+                return
+
+
+class _Buffer:
+    """Queued calls of one model version that name the same tensors, as columns."""
+
+    def __init__(self, key: tuple[Any, ...]) -> None:
+        self.key = key  # (model, version, input names, output names)
+        self.ids: list[str] = []
+        self.received: list[int] = []
+        self.latency: list[float] = []
+        self.rows: list[int] = []  # per request
+        self.calls: list[int] = []  # requests per call, to write the calls one by one if need be
+        self.multi = False  # some request has several rows
+        self.n = 0
+        self.inputs: dict[str, list[np.ndarray]] = {name: [] for name in key[2]}
+        self.outputs: dict[str, list[np.ndarray]] = {name: [] for name in key[3]}
+
+    def add(self, ids: Sequence[str], received: Any, latency: Any, rows: Sequence[int] | None, n: int,
+            inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> None:
+        self.ids.extend(ids)
+        self.received.extend(received)
+        self.latency.extend(latency)
+        if rows is None:
+            self.rows.extend(repeat(1, len(ids)))
+        else:
+            self.rows.extend(rows)
+            self.multi = True
+        self.calls.append(len(ids))
+        self.n += n
+        for name, array in inputs.items():
+            self.inputs[name].append(array)
+        for name, array in outputs.items():
+            self.outputs[name].append(array)
+
+    def batch(self) -> pa.RecordBatch:
+        return spool.record_batch(self.ids, self.received, self.latency, _concat(self.inputs),
+                                  _concat(self.outputs), self.rows if self.multi else None)
+
+    def each_call(self) -> Iterator[tuple[int, pa.RecordBatch | Exception]]:
+        """(rows, record batch or the error that refused it) of each call on its own."""
+        start = 0
+        for i, k in enumerate(self.calls):
+            end = start + k
+            rows = self.rows[start:end]
+            try:
+                yield sum(rows), spool.record_batch(
+                    self.ids[start:end], self.received[start:end], self.latency[start:end],
+                    {name: arrays[i] for name, arrays in self.inputs.items()},
+                    {name: arrays[i] for name, arrays in self.outputs.items()}, rows if self.multi else None)
+            except Exception as exc:  # noqa: BLE001
+                yield sum(rows), exc
+            start = end
+
+
+def _concat(tensors: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
+    return {name: arrays[0] if len(arrays) == 1 else np.concatenate(arrays) for name, arrays in tensors.items()}
+
+
+def _problem(k: int, n: int, received: Any, latency: Any, rows: Sequence[int] | None,
+             inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> str | None:
+    """Why a call's parts do not line up (None: they do). Cheap: it runs on the request path."""
+    try:
+        if len(received) != k or len(latency) != k or (rows is not None and len(rows) != k):
+            return f"{k} request ids, {len(received)} times, {len(latency)} latencies"
+        for tensors in (inputs, outputs):
+            for name, array in tensors.items():
+                if len(array) != n:
+                    return f"{name!r} has {len(array)} rows, expected {n}"
+    except TypeError as exc:  # a scalar where an array belongs
+        return str(exc)
+    return None
+
+
+@atexit.register
+def _close_all_at_exit() -> None:
+    """A server that exits without closing its log still keeps what it acknowledged."""
+    for predlog in list(_live):
+        predlog.close()

@@ -1,0 +1,334 @@
+"""The prediction log: spool on disk, ingestion into the store, windows, labels, crashes."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import sqlalchemy as sa
+
+from keel.errors import InvalidInput
+from keel.service import predictions
+from keel.serving import spool
+from keel.serving.predlog import PredictionLog
+
+pytestmark = pytest.mark.store
+
+
+@pytest.fixture
+def ctx(client):
+    return client.ctx
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
+
+
+def _audit_actions(raw_engine, action: str) -> list[dict]:
+    with raw_engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT details FROM audit_events WHERE action = :a ORDER BY seq"),
+                            {"a": action}).all()
+    return [json.loads(r[0]) for r in rows]
+
+
+def test_round_trip_of_several_models(ctx, tmp_path, raw_engine):
+    log = PredictionLog(tmp_path / "spool", functools.partial(predictions.ingest_segment, ctx), flush_interval=0.02)
+    t0 = _now()
+    expected = []  # (request_id, row, received, x row, prediction)
+    for b in range(20):
+        k = 1 + b % 3
+        ids = [f"tensor-{b}-{j}" for j in range(k)]
+        x = np.arange(k * 3, dtype=np.float32).reshape(k, 3) + b
+        pred = x.sum(axis=1).astype(np.float64)
+        proba = np.stack([np.full(k, 0.25), np.full(k, 0.75)], axis=1)
+        received = [t0 + b] * k
+        assert log.record("tensor", 1, ids, received, [0.5 + b] * k, {"input": x},
+                          {"predict": pred, "proba": proba})
+        expected += [(ids[j], 0, t0 + b, x[j], pred[j]) for j in range(k)]
+    # one request of three rows
+    x = np.ones((3, 3), np.float32) * 7
+    assert log.record("tensor", 1, ["multi"], [t0 + 30], [9.0], {"input": x},
+                      {"predict": x.sum(axis=1).astype(np.float64), "proba": np.full((3, 2), 0.5)}, rows=[3])
+    # a columnar model, two versions, with a string column and a reserved name
+    for version in (1, 2):
+        for b in range(5):
+            assert log.record("tabular", version, [f"tab-{version}-{b}"], [t0 + b], [1.0],
+                              {"age": np.array([30 + b]), "city": np.array(["Oslo"], dtype=object),
+                               "label": np.array([b])}, {"score": np.array([0.1 * b])})
+    log.close()
+    stats = log.stats()
+    assert stats["logged"] == len(expected) + 3 + 10 and stats["dropped"] == 0 and stats["pending"] == 0
+    assert stats["ingest_errors"] == 0 and stats["segments_ingested"] >= 3  # one per model version at least
+    assert list((tmp_path / "spool").iterdir()) == []  # everything ingested, nothing left behind
+
+    table = predictions.read_window(ctx, "tensor")
+    assert table.column_names == ["request_id", "version", "row", "received_ms", "latency_ms",
+                                  "input_0", "input_1", "input_2", "output:predict", "output:proba_0",
+                                  "output:proba_1", "label"]
+    got = table.to_pylist()
+    assert len(got) == len(expected) + 3
+    for want, row in zip(expected, got):
+        assert (row["request_id"], row["row"], row["received_ms"], row["version"]) == (want[0], 0, want[2], 1)
+        assert [row["input_0"], row["input_1"], row["input_2"]] == want[3].tolist()
+        assert row["output:predict"] == want[4] and row["output:proba_1"] == 0.75 and row["label"] is None
+    assert [(r["request_id"], r["row"], r["latency_ms"]) for r in got[-3:]] == [("multi", i, 9.0) for i in range(3)]
+
+    tab = predictions.read_window(ctx, "tabular", with_labels=False)
+    assert tab.num_rows == 10 and set(tab["version"].to_pylist()) == {1, 2}
+    assert tab.column_names == ["request_id", "version", "row", "received_ms", "latency_ms",
+                                "age", "city", "input:label", "output:score"]
+    assert tab["city"].to_pylist() == ["Oslo"] * 10
+    only_v2 = predictions.read_window(ctx, "tabular", version=2, start_ms=t0 + 1, end_ms=t0 + 3)
+    assert only_v2["request_id"].to_pylist() == ["tab-2-1", "tab-2-2"]
+    assert predictions.read_window(ctx, "nobody").num_rows == 0
+
+    # one audit event per stored segment, none per prediction
+    with raw_engine.connect() as conn:
+        segments = conn.execute(sa.text("SELECT segment, rows, sha256 FROM prediction_segments")).all()
+    events = _audit_actions(raw_engine, "predictions.ingest")
+    assert sorted((e["segment"], e["rows"], e["sha256"]) for e in events) == sorted(map(tuple, segments))
+    assert sum(e["rows"] for e in events) == stats["logged"]
+
+
+def test_labels_before_and_after_ingestion(ctx, tmp_path, raw_engine):
+    # Labels may arrive before the predictions reach the store.
+    assert predictions.attach_labels(ctx, "m", {"a": 1, "b": 0}) == 2
+    log = PredictionLog(tmp_path / "spool", functools.partial(predictions.ingest_segment, ctx), flush_interval=0.02)
+    t0 = _now()
+    log.record("m", 1, ["a", "b", "c"], [t0, t0 + 1, t0 + 2], [1.0] * 3, {"input": np.zeros((3, 2))},
+               {"predict": np.array([1, 1, 0])})
+    log.record("m", 1, ["batch"], [t0 + 3], [1.0], {"input": np.zeros((2, 2))}, {"predict": np.array([1, 0])},
+               rows=[2])
+    log.close()
+    assert predictions.read_window(ctx, "m")["label"].to_pylist() == [1, 0, None, None, None]
+    # ...or after; attaching again replaces; a list for a two-row request is one value per row.
+    assert predictions.attach_labels(ctx, "m", [("c", 1), ("b", 1), ("batch", [0, 1])]) == 3
+    assert predictions.read_window(ctx, "m")["label"].to_pylist() == [1, 1, 1, 0, 1]
+    assert predictions.read_window(ctx, "other")["label"].to_pylist() == []
+    # Labels of mixed types come back as their JSON text rather than failing.
+    predictions.attach_labels(ctx, "m", {"a": "cat"})
+    assert predictions.read_window(ctx, "m")["label"].to_pylist() == ['"cat"', "1", "1", "0", "1"]
+    events = _audit_actions(raw_engine, "predictions.label")
+    assert [(e["count"], e["replaced"]) for e in events] == [(2, 0), (3, 1), (1, 1)]
+    with pytest.raises(InvalidInput, match="'x'"):
+        predictions.attach_labels(ctx, "m", {"x": float("nan")})
+    with pytest.raises(InvalidInput, match="request ids"):
+        predictions.attach_labels(ctx, "m", {"": 1})
+
+
+def test_queue_is_bounded_when_the_writer_is_blocked(ctx, tmp_path, monkeypatch):
+    entered, release = threading.Event(), threading.Event()
+    write = spool.Segment.write
+
+    def blocked_write(self, batch):
+        entered.set()
+        assert release.wait(30)
+        write(self, batch)
+
+    monkeypatch.setattr(spool.Segment, "write", blocked_write)
+    log = PredictionLog(tmp_path / "spool", None, flush_interval=0.01, max_pending_rows=100)
+    x = {"input": np.zeros((10, 4))}
+    y = {"predict": np.zeros(10)}
+    ids = lambda b: [f"{b}-{j}" for j in range(10)]  # noqa: E731
+    assert log.record("m", 1, ids(0), [_now()] * 10, [1.0] * 10, x, y)
+    assert entered.wait(10)  # the writer holds the first batch and is stuck on the disk
+    accepted = [b for b in range(1, 30) if log.record("m", 1, ids(b), [_now()] * 10, [1.0] * 10, x, y)]
+    assert accepted == list(range(1, 10))  # 100 rows in memory, no more
+    assert log.stats()["pending"] == 100 and log.stats()["dropped"] == 200
+    release.set()
+    log.close()
+    assert log.stats()["logged"] == 100 and log.stats()["pending"] == 0
+    assert not log.record("m", 1, ids(99), [_now()] * 10, [1.0] * 10, x, y)  # closed
+    # With no ingester the sealed segments wait in the spool; a replay stores them.
+    assert predictions.ingest_spool(ctx, tmp_path / "spool") == 100
+    got = predictions.read_window(ctx, "m", with_labels=False)["request_id"].to_pylist()
+    assert sorted(got) == sorted(i for b in range(10) for i in ids(b))
+
+
+def test_a_second_ingest_of_the_same_segments_adds_nothing(ctx, tmp_path, raw_engine):
+    log = PredictionLog(tmp_path / "spool", None, flush_interval=0.01, segment_rows=10)
+    for b in range(6):
+        log.record("m", 3, [f"r{b}-{j}" for j in range(5)], [_now()] * 5, [1.0] * 5,
+                   {"input": np.full((5, 2), b)}, {"predict": np.full(5, b)})
+        time.sleep(0.05)  # separate flushes, so that segments rotate by rows
+    log.close()
+    sealed = sorted((tmp_path / "spool").glob("*.arrows"))
+    assert len(sealed) >= 2
+    shutil.copytree(tmp_path / "spool", tmp_path / "copy")
+    assert predictions.ingest_spool(ctx, tmp_path / "spool") == 30
+    # As if the process had died after the commit and before deleting the files:
+    for path in (tmp_path / "copy").iterdir():
+        shutil.copy(path, tmp_path / "spool" / path.name)
+    assert predictions.ingest_spool(ctx, tmp_path / "spool") == 0
+    assert predictions.ingest_segment(ctx, tmp_path / "copy" / sealed[0].name) == 0
+    assert list((tmp_path / "spool").iterdir()) == []
+    assert predictions.read_window(ctx, "m").num_rows == 30
+    with raw_engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT COUNT(*) FROM prediction_segments")).scalar() == len(sealed)
+    assert len(_audit_actions(raw_engine, "predictions.ingest")) == len(sealed)
+
+
+def test_a_torn_tail_keeps_every_whole_batch(tmp_path):
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+    batches = [spool.record_batch([f"r{i}"], [i], [1.0], {"input": np.full((1, 3), i)}, {"predict": np.array([i])})
+               for i in range(5)]
+    segment = spool.Segment(spool_dir, "m", 1, batches[0].schema)
+    for batch in batches:
+        segment.write(batch)
+    segment.sync()
+    data = segment.path.read_bytes()
+    torn = tmp_path / "torn.open"
+    seen = set()
+    for cut in range(len(data) + 1):  # what a writer killed at any byte would leave
+        torn.write_bytes(data[:cut])
+        found = spool.read_segment(torn)
+        rows = [] if found is None else found[2]["request_id"].to_pylist()
+        assert rows == [f"r{i}" for i in range(len(rows))]  # a prefix, never garbage
+        seen.add(len(rows))
+    assert seen == set(range(6))
+    assert spool.read_segment(segment.path)[:2] == ("m", 1)
+
+    # A live writer's segment is left alone by recovery, even from the same process.
+    assert spool.seal_abandoned(spool_dir) == 0 and segment.path.exists()
+    sealed = segment.seal()
+    assert sealed.suffix == ".arrows" and spool.read_segment(sealed)[2].num_rows == 5
+
+
+def test_two_logs_share_a_spool_directory(ctx, tmp_path):
+    ingest = functools.partial(predictions.ingest_segment, ctx)
+    first = PredictionLog(tmp_path / "spool", ingest, flush_interval=0.01, segment_seconds=60)
+    first.record("m", 1, ["a"], [_now()], [1.0], {"input": np.zeros((1, 2))}, {"predict": np.zeros(1)})
+    deadline = time.time() + 10
+    while not list((tmp_path / "spool").glob("*.open")) and time.time() < deadline:
+        time.sleep(0.01)
+    second = PredictionLog(tmp_path / "spool", ingest, flush_interval=0.01)  # its recovery must not steal
+    first.record("m", 1, ["b"], [_now()], [1.0], {"input": np.zeros((1, 2))}, {"predict": np.zeros(1)})
+    second.record("m", 1, ["c"], [_now()], [1.0], {"input": np.zeros((1, 2))}, {"predict": np.zeros(1)})
+    second.close()
+    first.close()
+    assert first.stats()["dropped"] == second.stats()["dropped"] == 0
+    assert sorted(predictions.read_window(ctx, "m")["request_id"].to_pylist()) == ["a", "b", "c"]
+
+
+CHILD = textwrap.dedent("""
+    import functools, sys, time
+    import numpy as np
+    from keel.serving.predlog import PredictionLog
+    from keel.service.predictions import ingest_segment
+    from keel.tracking.client import Client
+
+    spool_dir, tag = sys.argv[1], sys.argv[2]
+    ctx = Client().ctx
+    log = PredictionLog(spool_dir, functools.partial(ingest_segment, ctx), segment_seconds=2.0)
+    print("ready", flush=True)
+    i = 0
+    while True:
+        k = 1 + i % 3
+        ids = [f"{tag}-{i}-{j}" for j in range(k)]
+        x = np.full((k, 3), i, np.float64)
+        if log.record("m", 1, ids, [int(time.time() * 1000)] * k, [0.5] * k, {"input": x}, {"predict": x[:, 0] * 2}):
+            print(time.time(), *ids, flush=True)  # acknowledged
+        i += 1
+        time.sleep(0.0005)
+""")
+
+
+def _run_and_kill(keel_env, spool_dir: Path, tag: str, seconds: float) -> tuple[list[tuple[float, list[str]]], float]:
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(spool_dir), tag], env=keel_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout))
+    reader.start()
+    time.sleep(seconds)
+    # Kill it while its open segment holds over a second of traffic: only flushes make that durable.
+    deadline = time.time() + 60
+    while not any(int(p.name.split("-")[0]) < (time.time() - 1.3) * 1000 for p in spool_dir.glob("*.open")):
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read() if proc.poll() else "no segment"
+        time.sleep(0.002)
+    killed_at = time.time()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    reader.join(30)
+    assert proc.returncode == -signal.SIGKILL
+    acks = []
+    for line in lines:
+        parts = line.split()
+        if len(parts) > 1 and line.endswith("\n"):  # the last line may be cut by the kill
+            acks.append((float(parts[0]), parts[1:]))
+    return acks, killed_at
+
+
+def test_sigkill_keeps_what_was_acknowledged_a_second_before(ctx, keel_env, tmp_path):
+    spool_dir = tmp_path / "spool"
+    acks_a, killed_a = _run_and_kill(keel_env, spool_dir, "a", 2.5)
+    leftovers = list(spool_dir.iterdir())
+    assert any(p.suffix == ".open" for p in leftovers), leftovers  # killed mid-segment
+    # A new log on the same spool ingests the leftovers at start; it is killed in turn.
+    acks_b, killed_b = _run_and_kill(keel_env, spool_dir, "b", 2.0)
+    assert not {spool.segment_name(p) for p in leftovers} & {spool.segment_name(p) for p in spool_dir.iterdir()}
+    assert predictions.ingest_spool(ctx, spool_dir) >= 0
+    assert list(spool_dir.iterdir()) == []
+
+    table = predictions.read_window(ctx, "m", with_labels=False)
+    counts: dict[str, int] = {}
+    for rid in table["request_id"].to_pylist():
+        counts[rid] = counts.get(rid, 0) + 1
+    assert all(n == 1 for n in counts.values()), "a prediction was stored twice"
+    for acks, killed in ((acks_a, killed_a), (acks_b, killed_b)):
+        durable = [rid for at, ids in acks if at < killed - 1.0 for rid in ids]
+        assert len(durable) > 100, "the child acknowledged too little to test anything"
+        missing = [rid for rid in durable if rid not in counts]
+        assert not missing, f"{len(missing)} acknowledged predictions lost, e.g. {missing[:5]}"
+    # The stored values are the recorded ones.
+    by_id = {r["request_id"]: r for r in table.select(["request_id", "input_2", "output:predict"]).to_pylist()}
+    for rid in list(counts)[:: max(1, len(counts) // 200)]:
+        i = int(rid.split("-")[1])
+        assert (by_id[rid]["input_2"], by_id[rid]["output:predict"]) == (i, 2 * i)
+
+
+def test_record_batch_columns():
+    batch = spool.record_batch(
+        ["r1", "r2"], [10, 20], [1.0, 2.0],
+        {"img": np.zeros((3, 2, 2), np.uint8), "row": np.array([1, 2, 3]), "half": np.ones(3, np.float16)},
+        {"output": np.eye(3)}, rows=[1, 2])
+    assert batch.column_names == ["request_id", "row", "received_ms", "latency_ms", "img", "input:row", "half",
+                                  "output:output_0", "output:output_1", "output:output_2"]
+    assert batch["request_id"].to_pylist() == ["r1", "r2", "r2"] and batch["row"].to_pylist() == [0, 0, 1]
+    assert batch["received_ms"].to_pylist() == [10, 20, 20]
+    assert batch.schema.field("img").type == pa.list_(pa.uint8(), 4)
+    assert batch.schema.field("half").type == pa.float32()
+    with pytest.raises(ValueError):
+        spool.record_batch(["r1"], [1], [1.0], {"input": np.zeros((2, 2))}, {})
+
+
+def test_malformed_calls_are_dropped_and_the_others_kept(ctx, tmp_path, caplog):
+    log = PredictionLog(tmp_path / "spool", functools.partial(predictions.ingest_segment, ctx), flush_interval=3600)
+    t0 = _now()
+    y = {"predict": np.zeros(1)}
+    assert log.record("m", 1, ["a"], [t0], [1.0], {"input": np.ones((1, 4))}, y)
+    assert not log.record("m", 1, ["b", "c"], [t0] * 2, [1.0] * 2, {"input": np.ones((1, 4))}, y)  # rows != ids
+    assert not log.record("m", 1, ["s"], [t0], [1.0], {"input": np.float64(1.0)}, y)  # a scalar tensor
+    # Accepted, but they do not fit the others of their queue: written one by one, the bad one dropped.
+    assert log.record("m", 1, ["d"], [t0 + 1], [1.0], {"input": np.full((1, 5), 2.0)}, y)
+    assert log.record("m", 1, [7], [t0 + 2], [1.0], {"input": np.ones((1, 4))}, y)  # not a string id
+    assert log.record("m", 1, ["e"], [t0 + 3], [1.0], {"other": np.ones(1)}, y)  # other tensors
+    log.close()  # the one flush of this log
+    assert log.stats()["logged"] == 3 and log.stats()["dropped"] == 4
+    assert "dropped 2 prediction rows" in caplog.text  # warned once, however many follow
+    table = predictions.read_window(ctx, "m", with_labels=False)
+    assert table["request_id"].to_pylist() == ["a", "d", "e"]
+    assert table["input_4"].to_pylist() == [None, 2.0, None] and table["other"].to_pylist() == [None, None, 1.0]
