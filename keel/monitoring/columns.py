@@ -18,6 +18,7 @@ values; that is why tests take these summaries and never the raw table.
 
 from __future__ import annotations
 
+import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -97,21 +98,44 @@ class Summary:
 
 
 def load_table(data: Any, *, what: str = "data") -> pa.Table:
-    """A normalised Arrow table from anything ``keel.tracking.datasets.to_arrow`` accepts.
+    """An Arrow table from a CSV/Parquet path, or anything ``keel.tracking.datasets.to_arrow`` accepts.
+
+    Files are read with their text columns dictionary-encoded: categories are
+    then counted over small integer codes instead of hashing every string.
 
     Raises:
-        InvalidInput: The file does not exist, cannot be parsed, or a column
-            mixes types that Arrow cannot hold in one column.
+        InvalidInput: The file does not exist, has an unknown extension or
+            cannot be parsed, or a column mixes types that Arrow cannot hold in one column.
     """
-    from keel.tracking.datasets import to_arrow
-
     try:
+        if isinstance(data, (str, os.PathLike)):
+            return _read_file(os.fsdecode(os.fspath(data)), what)
+        from keel.tracking.datasets import to_arrow
+
         return to_arrow(data)
-    except FileNotFoundError as exc:
-        raise InvalidInput(f"{what} file not found: {exc.filename}") from exc
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise InvalidInput(f"{what} could not be read as a table: {exc}. If a column mixes numbers and text, "
                            f"cast it to one type first.") from exc
+
+
+def _read_file(path: str, what: str) -> pa.Table:
+    if not os.path.exists(path):
+        raise InvalidInput(f"{what} file not found: {path}")
+    lower = path.lower()
+    if lower.endswith((".parquet", ".pq")):
+        import pyarrow.parquet as pq
+
+        schema = pq.read_schema(path)
+        text = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+        table = pq.read_table(path, read_dictionary=text)
+        index = json.loads((schema.metadata or {}).get(b"pandas", b"{}")).get("index_columns", [])
+        # A file written from pandas may hold its index as columns: that is not data.
+        return table.drop_columns([c for c in index if isinstance(c, str) and c in table.column_names])
+    if lower.endswith((".csv", ".csv.gz")):
+        import pyarrow.csv as pcsv
+
+        return pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(auto_dict_encode=True))
+    raise InvalidInput(f"{what} file {path}: unsupported extension; expected .csv, .csv.gz, .parquet or .pq")
 
 
 def summarize(data: Any, *, source: str | None = None, what: str = "data") -> Summary:
@@ -125,29 +149,30 @@ def summarize(data: Any, *, source: str | None = None, what: str = "data") -> Su
     if source is None and isinstance(data, (str, os.PathLike)):
         source = os.fsdecode(os.fspath(data))
     table = data if isinstance(data, pa.Table) else load_table(data, what=what)
-    names, columns = table.column_names, table.columns
-    workers = min(len(columns), os.cpu_count() or 1) or 1
+    names = table.column_names
+    if len(set(names)) < len(names):
+        raise InvalidInput(f"{what} has duplicate column names: {sorted({n for n in names if names.count(n) > 1})}")
+    workers = min(len(names), os.cpu_count() or 1) or 1
     with ThreadPoolExecutor(workers) as pool:
-        summaries = list(pool.map(lambda nc: summarize_column(nc[0], nc[1]), zip(names, columns)))
+        summaries = list(pool.map(summarize_column, names, table.columns))
     return Summary(table.num_rows, {s.name: s for s in summaries}, source)
 
 
 def summarize_column(name: str, column: pa.ChunkedArray | pa.Array) -> ColumnSummary:
     """Summarise one column (NaN counts as missing, as in keel's dataset profiles)."""
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
     t, rows = column.type, len(column)
-    if pa.types.is_dictionary(t):
-        column, t = column.cast(t.value_type), t.value_type
-    kind = _kind(t)
-    if kind == NUMERIC and pa.types.is_floating(t) and column.null_count < rows:
-        column = pc.if_else(pc.is_nan(column), pa.scalar(None, t), column)  # NaN is missing
-    missing = rows if kind == EMPTY else column.null_count
-    base = {"name": name, "type": str(t), "kind": kind, "rows": rows, "missing": missing}
+    value_type = t.value_type if pa.types.is_dictionary(t) else t
+    kind = _kind(value_type)
+    base = {"name": name, "type": str(value_type), "kind": kind, "rows": rows, "missing": column.null_count}
+    if kind == EMPTY:
+        return ColumnSummary(**{**base, "missing": rows})
+    valid = column.drop_null() if column.null_count else column
     if kind in (NUMERIC, DATETIME):
-        return ColumnSummary(**base, **_numeric(column.drop_null(), t))
+        numeric = _numeric(valid, value_type)
+        base["missing"] += numeric.pop("nan")
+        return ColumnSummary(**base, **numeric)
     if kind == CATEGORICAL:
-        return ColumnSummary(**base, **_categorical(column.drop_null()))
+        return ColumnSummary(**base, **_categorical(valid))
     return ColumnSummary(**base)
 
 
@@ -165,27 +190,33 @@ def _kind(t: pa.DataType) -> str:
     return OTHER
 
 
-def _numeric(valid: pa.Array, t: pa.DataType) -> dict[str, Any]:
-    if pa.types.is_decimal(t) or pa.types.is_floating(t) and t.bit_width != 64:
+def _numeric(valid: pa.ChunkedArray | pa.Array, t: pa.DataType) -> dict[str, Any]:
+    if pa.types.is_decimal(t):
         valid = valid.cast(pa.float64())
     elif pa.types.is_temporal(t):
-        valid = valid.view(pa.int32() if t.bit_width == 32 else pa.int64())
-    # float64 everywhere: integers beyond 2**53 lose their last digits, which
-    # no distribution test can see anyway.
-    values = np.sort(valid.to_numpy(zero_copy_only=False).astype(np.float64, copy=False))
-    finite = np.isfinite(values)
-    non_finite = len(values) - int(np.count_nonzero(finite))
-    if non_finite:
-        values = values[finite]
-    n_unique = int(np.count_nonzero(values[1:] != values[:-1])) + 1 if len(values) else 0
-    return {"values": values, "non_finite": non_finite, "n_unique": n_unique}
+        valid = valid.cast(pa.int32() if t.bit_width == 32 else pa.int64())
+    # One copy, sorted in place. float64 everywhere: integers beyond 2**53
+    # lose their last digits, which no distribution test can see anyway.
+    values = valid.to_numpy(zero_copy_only=False) if len(valid) else np.empty(0)
+    if values.dtype != np.float64 or not values.flags.writeable:
+        values = values.astype(np.float64)
+    values.sort()
+    # Sorted: -inf first, then finite values, +inf, NaN last.
+    lo = int(np.searchsorted(values, -np.inf, side="right"))
+    hi = int(np.searchsorted(values, np.inf, side="left"))
+    top = int(np.searchsorted(values, np.nan, side="left"))
+    finite = values[lo:hi]
+    n_unique = int(np.count_nonzero(finite[1:] != finite[:-1])) + 1 if len(finite) else 0
+    return {"values": finite, "non_finite": lo + top - hi, "nan": len(values) - top, "n_unique": n_unique}
 
 
-def _categorical(valid: pa.Array) -> dict[str, Any]:
-    if pa.types.is_string(valid.type) or getattr(pa.types, "is_string_view", lambda _t: False)(valid.type):
-        valid = valid.cast(pa.large_string())  # one string type, so two sides' categories compare
+def _categorical(valid: pa.ChunkedArray | pa.Array) -> dict[str, Any]:
     counts = pc.value_counts(valid)
     categories, freq = counts.field("values"), counts.field("counts")
+    if pa.types.is_dictionary(categories.type):
+        categories = categories.cast(categories.type.value_type)
+    if pa.types.is_string(categories.type) or getattr(pa.types, "is_string_view", lambda _t: False)(categories.type):
+        categories = categories.cast(pa.large_string())  # one string type, so two sides' categories compare
     order = pc.sort_indices(categories)
     return {"categories": categories.take(order), "counts": freq.take(order).to_numpy().astype(np.int64),
             "n_unique": len(categories)}

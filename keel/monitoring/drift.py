@@ -25,6 +25,8 @@ Any column can be given another test (``tests={"col": "psi"}``) or threshold.
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -74,8 +76,11 @@ def detect_drift(reference: Any, current: Any, *, preset: str = "default", fdr: 
     """
     tests, thresholds = dict(tests or {}), dict(thresholds or {})
     _check_options(preset, fdr, min_effect, drift_share, tests, thresholds)
-    ref = summarize(reference, what="reference")
-    cur = summarize(current, what="current")
+    # Both sides at once: reading and sorting run in Arrow and numpy, outside the GIL.
+    with ThreadPoolExecutor(2) as pool:
+        ref_job = pool.submit(summarize, reference, what="reference")
+        cur_job = pool.submit(summarize, current, what="current")
+        ref, cur = ref_job.result(), cur_job.result()
     for side, summary in (("reference", ref), ("current", cur)):
         if summary.rows == 0:
             raise InvalidInput(f"the {side} data has no rows ({summary.source or 'in memory'}); "
@@ -85,8 +90,9 @@ def detect_drift(reference: Any, current: Any, *, preset: str = "default", fdr: 
         raise InvalidInput(f"--test/--threshold name columns not in the reference: {unknown}; "
                            f"reference columns: {list(ref.columns)}")
     names = [n for n in ref.columns if n not in set(ignore)]
-    raw = [_column(ref.columns[n], cur.columns.get(n), cur.rows, preset, tests.get(n), thresholds.get(n))
-           for n in names]
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        raw = list(pool.map(lambda n: _column(ref.columns[n], cur.columns.get(n), cur.rows, preset, tests.get(n),
+                                              thresholds.get(n)), names))
     drifts = _verdicts([r[1] for r in raw], preset, fdr, min_effect)
     columns = [ColumnResult(n, r.kind, r.type, c.type if c else None, schema, d,
                             column_quality(r, c, cur.rows) if c else None, histogram(r, c) if c else None)
