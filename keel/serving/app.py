@@ -13,6 +13,7 @@ import itertools
 import logging
 import os
 import sys
+import threading
 import time
 from typing import Any, Awaitable, Callable
 
@@ -279,12 +280,9 @@ class InferenceApp:
             if self.predlog is None:
                 return
             now = time.perf_counter()
-            ids, received, latency = [], [], []
-            for p in batch:  # one log row per input row; a request's rows share its id
-                ids.extend([p.request_id] * p.rows)
-                received.extend([p.received_ms] * p.rows)
-                latency.extend([(now - p.started) * 1000] * p.rows)
-            self.predlog.record(served.name, int(served.version), ids, received, latency, inputs, outputs)
+            self.predlog.record(served.name, int(served.version), [p.request_id for p in batch],
+                                [p.received_ms for p in batch], [(now - p.started) * 1000 for p in batch],
+                                inputs, outputs, rows=[p.rows for p in batch])
         return done
 
 
@@ -355,35 +353,39 @@ def _json(body: bytes) -> Any:
 
 
 class AccessLog:
-    """Structured access log (JSON lines on stderr), written in batches by a timer: the
-    request path only appends a tuple."""
+    """Structured access log (JSON lines on stderr). The request path only appends a tuple; a
+    thread formats and writes them in batches, so a slow stderr never stalls the event loop."""
 
     def __init__(self, interval: float = 0.2) -> None:
         self._lines: list[tuple[Any, ...]] = []
         self._interval = interval
-        self._task: asyncio.Task | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="keel-access-log", daemon=True)
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._loop())
+        self._thread.start()
 
     def add(self, method: str, path: str, status: int, seconds: float, model: str) -> None:
         self._lines.append((time.time(), method, path, status, seconds, model))
 
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
             self.flush()
 
     def flush(self) -> None:
-        lines, self._lines = self._lines, []
+        lines, self._lines = self._lines, []  # one atomic swap under the GIL
         if lines:
             out = b"".join(orjson.dumps({"ts": round(t, 6), "method": m, "path": p, "status": s,
                                          "ms": round(sec * 1000, 3), "model": model or None}) + b"\n"
                            for t, m, p, s, sec, model in lines)
-            sys.stderr.buffer.write(out)
-            sys.stderr.buffer.flush()
+            try:
+                sys.stderr.buffer.write(out)
+                sys.stderr.buffer.flush()
+            except (OSError, ValueError):  # stderr closed: the log is best effort, serving goes on
+                pass
 
     def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
         self.flush()

@@ -1,15 +1,14 @@
 """Running the inference server: options, the app with its prediction log, uvicorn.
 
-Each server process takes a spool *slot* (``$KEEL_HOME/spool/slot-N``, held
-with an exclusive file lock for its lifetime). A process that crashed leaves
-its slot's segments behind; the next process to take that slot ingests them
-first, so nothing acknowledged is lost across a SIGKILL.
+Every server process (and worker) spools predictions under ``$KEEL_HOME/spool``.
+Each open segment is locked by its writer; a process that crashed leaves its
+segments unlocked, and the next server to start seals and ingests them, so
+nothing acknowledged is lost across a SIGKILL (keel/serving/spool.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import json
 import logging
 import os
@@ -61,28 +60,6 @@ class ServeOptions:
         return options
 
 
-class SpoolSlot:
-    """An exclusively locked spool folder for one server process."""
-
-    def __init__(self, root: Path) -> None:
-        root.mkdir(parents=True, exist_ok=True)
-        for n in range(1024):
-            path = root / f"slot-{n}"
-            path.mkdir(exist_ok=True)
-            fd = os.open(path / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue
-            self.path, self._fd = path, fd
-            return
-        raise ConfigError(f"no free spool slot under {root} (1024 servers running?)")
-
-    def release(self) -> None:
-        os.close(self._fd)  # closing drops the lock
-
-
 def build_app(options: ServeOptions, settings: Settings) -> Any:
     from keel.serving.app import InferenceApp
     from keel.serving.runtime import load_served
@@ -92,15 +69,13 @@ def build_app(options: ServeOptions, settings: Settings) -> Any:
     if len(set(names)) != len(names):
         raise InvalidInput(f"two served models share a name ({', '.join(names)}); name them: NAME=URI")
     predlog = labels = None
-    slot = None
     if options.log_predictions:
         from keel.service.predictions import attach_labels, ingest_segment
         from keel.serving.predlog import PredictionLog
         from keel.tracking.fluent import client_for
 
         ctx = client_for(settings).ctx
-        slot = SpoolSlot(Path(settings.home) / "spool")
-        predlog = PredictionLog(slot.path, lambda path: ingest_segment(ctx, path))
+        predlog = PredictionLog(Path(settings.home) / "spool", lambda path: ingest_segment(ctx, path))
 
         def labels(model: str, pairs: list[tuple[str, Any]]) -> int:
             return attach_labels(ctx, model, pairs)
@@ -108,7 +83,6 @@ def build_app(options: ServeOptions, settings: Settings) -> Any:
     return InferenceApp(models, max_batch_size=options.max_batch_size, max_wait_ms=options.max_wait_ms,
                         max_queue=options.max_queue, max_body_bytes=int(options.max_body_mb * 2**20),
                         predlog=predlog, labels=labels, access_log=options.access_log,
-                        on_shutdown=slot.release if slot is not None else None,
                         authenticate=TokenCheck(settings) if options.auth else None)
 
 
