@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from keel import __version__
-from keel.cli import audit, card, db, env, explain, lineage, models, runs, serve, users
+from keel.cli import audit, card, db, env, explain, lineage, models, monitor, runs, serve, users
 from keel.cli.common import err
 
 app = typer.Typer(
@@ -26,6 +26,7 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(db.app, name="db")
 app.add_typer(env.app, name="env")
 app.add_typer(models.app, name="models")
+app.add_typer(monitor.app, name="monitor")
 app.add_typer(users.users_app, name="users")
 app.add_typer(users.tokens_app, name="tokens")
 app.command("lineage")(lineage.lineage)
