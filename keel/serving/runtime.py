@@ -186,11 +186,22 @@ def load_served(target: str, settings: Any, *, native: bool = False) -> ServedMo
         onnx_uri = _onnx_copy(client_for(settings), run_id, path.rstrip("/"))
     else:
         name = name or Path(uri).resolve().name
-    loaded = load_model(uri, settings=settings)
-    session = None
     if onnx_uri and not native:
-        session = _session(load_model(onnx_uri, settings=settings))
-    return ServedModel(name, version, uri, loaded, onnx=session)
+        # The native library is never imported: the original bundle gives the
+        # signature (hash-checked), the parity-checked copy does the work. This
+        # is what keeps a server's start and memory small (skops alone pulls in
+        # scikit-learn, scipy and, through scikit-learn's array API, torch).
+        from keel.formats.api import resolve_bundle
+        from keel.formats.bundle import read_manifest, verify_files
+        from keel.formats.loaded import LoadedModel
+
+        copy = load_model(onnx_uri, settings=settings)
+        folder, _ = resolve_bundle(uri, settings)
+        manifest = read_manifest(folder)
+        verify_files(manifest)
+        loaded = LoadedModel(manifest, copy._predictor, uri)
+        return ServedModel(name, version, uri, loaded, onnx=_session(copy))
+    return ServedModel(name, version, uri, load_model(uri, settings=settings))
 
 
 def _onnx_copy(client: Any, run_id: str, path: str) -> str | None:
