@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 
 from keel.errors import InvalidInput
 
-__all__ = ["ColumnSummary", "Summary", "aligned_counts", "load_table", "summarize"]
+__all__ = ["ColumnSummary", "Summary", "aligned_counts", "comparable", "load_table", "summarize"]
 
 # Kinds a column can have; only numeric and categorical columns get a test by default.
 NUMERIC, CATEGORICAL, DATETIME, EMPTY, OTHER = "numeric", "categorical", "datetime", "empty", "other"
@@ -119,9 +119,11 @@ def load_table(data: Any, *, what: str = "data") -> pa.Table:
 
 
 def _read_file(path: str, what: str) -> pa.Table:
+    lower = path.lower()
+    if not lower.endswith((".parquet", ".pq", ".csv", ".csv.gz")):
+        raise InvalidInput(f"{what} file {path}: unsupported extension; expected .csv, .csv.gz, .parquet or .pq")
     if not os.path.exists(path):
         raise InvalidInput(f"{what} file not found: {path}")
-    lower = path.lower()
     if lower.endswith((".parquet", ".pq")):
         import pyarrow.parquet as pq
 
@@ -131,11 +133,9 @@ def _read_file(path: str, what: str) -> pa.Table:
         index = json.loads((schema.metadata or {}).get(b"pandas", b"{}")).get("index_columns", [])
         # A file written from pandas may hold its index as columns: that is not data.
         return table.drop_columns([c for c in index if isinstance(c, str) and c in table.column_names])
-    if lower.endswith((".csv", ".csv.gz")):
-        import pyarrow.csv as pcsv
+    import pyarrow.csv as pcsv
 
-        return pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(auto_dict_encode=True))
-    raise InvalidInput(f"{what} file {path}: unsupported extension; expected .csv, .csv.gz, .parquet or .pq")
+    return pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(auto_dict_encode=True))
 
 
 def summarize(data: Any, *, source: str | None = None, what: str = "data") -> Summary:
@@ -220,6 +220,11 @@ def _categorical(valid: pa.ChunkedArray | pa.Array) -> dict[str, Any]:
     order = pc.sort_indices(categories)
     return {"categories": categories.take(order), "counts": freq.take(order).to_numpy().astype(np.int64),
             "n_unique": len(categories)}
+
+
+def comparable(ref: ColumnSummary, cur: ColumnSummary) -> bool:
+    """Whether two sides of a column can be compared: same kind, and booleans never against text."""
+    return ref.kind == cur.kind and (ref.kind != CATEGORICAL or (ref.type == "bool") == (cur.type == "bool"))
 
 
 def aligned_counts(ref: ColumnSummary, cur: ColumnSummary) -> tuple[pa.Array, np.ndarray, np.ndarray]:

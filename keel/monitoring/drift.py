@@ -33,7 +33,7 @@ import numpy as np
 from keel.errors import InvalidInput
 from keel.monitoring import stats
 from keel.monitoring.columns import (CATEGORICAL, DATETIME, EMPTY, NUMERIC, ColumnSummary, Summary, aligned_counts,
-                                     summarize)
+                                     comparable, summarize)
 from keel.monitoring.quality import column_quality, histogram
 from keel.monitoring.result import (DRIFT, NO_DRIFT, NOT_TESTED, ColumnDrift, ColumnResult, DatasetDrift,
                                     DriftResult)
@@ -147,7 +147,7 @@ def _column(ref: ColumnSummary, cur: ColumnSummary | None, cur_rows: int, preset
         return "ok", _Raw(reason="no values in the reference (all missing)")
     if cur.kind == EMPTY or cur.present == 0:
         return "ok", _Raw(reason=f"no values in the current data (all {cur_rows} rows missing)")
-    if not _same_kind(ref, cur):
+    if not comparable(ref, cur):
         return "type_changed", _Raw(reason=f"type changed from {ref.type} to {cur.type}")
     numerical, reason = _typing(ref, preset)
     if test_name is None:
@@ -168,11 +168,6 @@ def _column(ref: ColumnSummary, cur: ColumnSummary | None, cur_rows: int, preset
     else:
         result = test.fn(*_counts(ref, cur, numerical, test))
     return "ok", _Raw(test=test, stat=result, threshold=threshold)
-
-
-def _same_kind(ref: ColumnSummary, cur: ColumnSummary) -> bool:
-    # Booleans and strings are both categorical, but their categories never compare.
-    return ref.kind == cur.kind and (ref.kind != CATEGORICAL or (ref.type == "bool") == (cur.type == "bool"))
 
 
 def _typing(ref: ColumnSummary, preset: str) -> tuple[bool, str | None]:

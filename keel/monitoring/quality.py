@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pyarrow.compute as pc
 
-from keel.monitoring.columns import CATEGORICAL, DATETIME, NUMERIC, ColumnSummary, aligned_counts
+from keel.monitoring.columns import CATEGORICAL, DATETIME, NUMERIC, ColumnSummary, aligned_counts, comparable
 from keel.monitoring.result import ColumnQuality
 
 __all__ = ["column_quality", "histogram"]
@@ -33,11 +33,13 @@ def column_quality(ref: ColumnSummary, cur: ColumnSummary, cur_rows: int) -> Col
         "missing_share_reference": ref.missing / ref.rows if ref.rows else None,
         "missing_share_current": cur.missing / cur_rows if cur_rows else None,
         "non_finite_current": cur.non_finite}
-    if ref.kind == cur.kind and ref.kind in (NUMERIC, DATETIME) and len(ref.values) and len(cur.values):
+    if not comparable(ref, cur):
+        return ColumnQuality(**quality)
+    if ref.kind in (NUMERIC, DATETIME) and len(ref.values) and len(cur.values):
         below = np.searchsorted(cur.values, ref.values[0], side="left")
         above = len(cur.values) - np.searchsorted(cur.values, ref.values[-1], side="right")
         quality["out_of_range_share"] = float((below + above) / len(cur.values))
-    elif ref.kind == cur.kind == CATEGORICAL and ref.categories is not None and cur.categories is not None:
+    elif ref.kind == CATEGORICAL and ref.categories is not None and cur.categories is not None:
         cats = cur.categories if cur.categories.type == ref.categories.type else cur.categories.cast(ref.categories.type)
         unseen = np.flatnonzero(~pc.is_in(cats, value_set=ref.categories).to_numpy(zero_copy_only=False))
         quality["unseen_categories"] = len(unseen)
@@ -49,7 +51,7 @@ def column_quality(ref: ColumnSummary, cur: ColumnSummary, cur_rows: int) -> Col
 
 def histogram(ref: ColumnSummary, cur: ColumnSummary) -> dict[str, Any] | None:
     """Reference and current shares over common bins or categories, for plots; None if there is nothing to plot."""
-    if ref.kind != cur.kind or not ref.present or not cur.present:
+    if not comparable(ref, cur) or not ref.present or not cur.present:
         return None
     if ref.kind in (NUMERIC, DATETIME):
         if not (len(ref.values) and len(cur.values)):
@@ -57,9 +59,7 @@ def histogram(ref: ColumnSummary, cur: ColumnSummary) -> dict[str, Any] | None:
         if ref.n_unique <= _PLOT_VALUES and cur.n_unique <= _PLOT_VALUES:
             return _categories(ref, cur)
         return _bins(ref.values, cur.values)
-    if ref.kind == CATEGORICAL and (ref.type == "bool") == (cur.type == "bool"):
-        return _categories(ref, cur)
-    return None
+    return _categories(ref, cur) if ref.kind == CATEGORICAL else None
 
 
 def _bins(ref: np.ndarray, cur: np.ndarray) -> dict[str, Any]:
