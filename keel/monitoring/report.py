@@ -99,10 +99,11 @@ def _row(col: ColumnResult) -> str:
     threshold = "-" if d.threshold is None else f"{_num(d.threshold)} <span class='muted'>on {escape(d.threshold_on or '')}</span>"
     if d.min_effect is not None:
         threshold += f"<div class='muted'>min effect {_num(d.min_effect)}</div>"
-    cells = [escape(col.name), escape(col.kind), escape(d.test or "-"), f"<td class='n'>{_num(d.statistic)}",
-             f"<td class='n'>{_num(d.p_value)}", f"<td class='n'>{_num(d.p_adjusted)}", f"<td class='n'>{effect}",
-             threshold, verdict, _quality(col), _svg(col.histogram)]
-    return "<tr>" + "".join(c if c.startswith("<td") else f"<td>{c}" for c in cells) + "</tr>"
+    numbers = {3, 4, 5, 6}  # right-aligned columns
+    cells = [escape(col.name), escape(col.kind), escape(d.test or "-"), _num(d.statistic), _num(d.p_value),
+             _num(d.p_adjusted), effect, threshold, verdict, _quality(col), _svg(col.histogram)]
+    return "<tr>" + "".join(f"<td class='n'>{c}</td>" if i in numbers else f"<td>{c}</td>"
+                            for i, c in enumerate(cells)) + "</tr>"
 
 
 def _quality(col: ColumnResult) -> str:
