@@ -9,7 +9,7 @@ import pytest
 import scipy.stats as ss
 from scipy.spatial.distance import jensenshannon as scipy_js
 
-from keel.monitoring import stats
+from keel.monitoring import kolmogorov, stats
 
 
 def _sorted(rng: np.random.Generator, n: int, shift: float = 0.0, decimals: int | None = None) -> np.ndarray:
@@ -35,11 +35,17 @@ def test_ks_matches_scipy(n: int, m: int, shift: float, decimals: int | None) ->
     assert got.effect_size == got.statistic
 
 
-@pytest.mark.parametrize("d,n", [(0.003, 500000), (0.01, 50000), (0.02, 20001), (0.0012, 10**6)])
-def test_ks_p_value_smirnov_band_matches_scipy(d: float, n: int) -> None:
-    m = n  # en = n / 2
-    en = round(n * m / (n + m))
-    assert stats.ks_p_value(d, n, m) == pytest.approx(ss.distributions.kstwo.sf(d, en), rel=1e-8)
+@pytest.mark.parametrize("n", [10001, 20000, 100000, 100001, 500000])
+def test_kolmogorov_tail_matches_scipy_on_every_branch(n: int) -> None:
+    # n d from under 1/2 to n; n d^2 across 2.2 and 370; d across 0.5.
+    ds = sorted({0.4 / n, 0.8 / n, 1.0 / n, 2.0 / n, 0.3 / math.sqrt(n), 1.0 / math.sqrt(n), 1.4 / math.sqrt(n),
+                 1.49 / math.sqrt(n), 1.5 / math.sqrt(n), 3 / math.sqrt(n), 10 / math.sqrt(n), 19.2 / math.sqrt(n),
+                 19.3 / math.sqrt(n), 0.3, 0.5, 0.7, 1 - 1.5 / n, 1 - 0.5 / n, 0.0, 1.0})
+    for d in ds:
+        expected = float(ss.distributions.kstwo.sf(d, n))
+        got = kolmogorov.kolmogorov_sf(d, n)
+        durbin = n <= 100_000 and n * d ** 1.5 <= 1.4 and 1 < n * d < n - 1  # scipy's Durbin-matrix region
+        assert got == pytest.approx(expected, rel=1e-6 if durbin else 1e-8, abs=1e-300), (n, d)
 
 
 def test_wasserstein_matches_scipy() -> None:
