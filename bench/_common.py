@@ -31,3 +31,23 @@ def mlflow_python(venv: Path | None, spec: str) -> str:
     run_checked([sys.executable, "-m", "venv", str(venv)], "venv creation")
     run_checked([str(py), "-m", "pip", "install", "-q", spec, "scikit-learn"], "pip install")
     return str(py)
+
+
+def bench_venv(name: str, specs: list[str], probe: str, venv: Path | None = None) -> str:
+    """Python of the benchmark venv ``~/.cache/keel-bench/<name>`` (or ``venv``).
+
+    Reused as is when ``python -c probe`` succeeds in it, else (re)created with
+    ``pip install *specs``. Put the pinned versions into ``name`` so that a change
+    of pins makes a new venv instead of silently reusing an old one.
+    """
+    if venv is None:
+        cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+        venv = cache / "keel-bench" / re.sub(r"[^A-Za-z0-9.=+-]+", "_", name)
+    py = venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    if py.exists() and subprocess.run([str(py), "-c", probe], capture_output=True).returncode == 0:
+        return str(py)
+    print(f"creating venv {venv} ({' '.join(specs)}; takes a few minutes)...", file=sys.stderr)
+    run_checked([sys.executable, "-m", "venv", "--clear", str(venv)], "venv creation")
+    run_checked([str(py), "-m", "pip", "install", "-q", *specs], "pip install")
+    run_checked([str(py), "-c", probe], f"check of the new venv {venv}")
+    return str(py)
