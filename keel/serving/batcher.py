@@ -7,9 +7,14 @@ never waits for company. ``max_wait_ms`` (default 0) lets a batch wait a
 little for more rows, but only while traffic is concurrent (the previous
 batch held more than one request).
 
-A batch whose model call is fast (under ``INLINE_SECONDS`` on average) runs
-on the event loop itself: handing it to a thread would cost more than the
-prediction. Slower models run in a worker thread so the loop keeps accepting.
+A batch whose model call is fast runs on the event loop itself: handing it
+to a thread would cost more than the prediction. Slower models run in a
+worker thread so the loop keeps accepting. "Fast" is judged on CPU time
+(wall time in the worker thread includes waiting for the interpreter lock,
+which would make a fast model look slow on a busy machine) and on the wall
+time of the last inline run (a model that sleeps or waits on I/O uses no CPU
+but must not block the loop). Every ``PROBE_EVERY`` batches a model that
+looks fast is tried inline again.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Any, Callable
 import numpy as np
 
 INLINE_SECONDS = 0.0003
+PROBE_EVERY = 256
 
 
 class Overloaded(Exception):
@@ -52,7 +58,9 @@ class Batcher:
         self._on_batch = on_batch
         self._queue: deque[Pending] = deque()
         self._busy = False
-        self._ewma: float | None = None
+        self._cpu: float | None = None  # EWMA of the model call's CPU seconds
+        self._inline_wall: float | None = None  # wall seconds of the last inline call
+        self._batches = 0
         self._last_requests = 1
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="keel-predict")
         self.in_flight = 0
@@ -95,8 +103,10 @@ class Batcher:
     async def _run(self, batch: list[Pending]) -> None:
         self.in_flight = len(batch)
         try:
-            if self._ewma is not None and self._ewma < INLINE_SECONDS:
+            if self._inline():
+                t0 = time.perf_counter()
                 inputs, outputs = self._timed(batch)
+                self._inline_wall = time.perf_counter() - t0
             else:
                 inputs, outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self._timed, batch)
         except BaseException as exc:  # noqa: BLE001 - every waiter must hear about it
@@ -113,15 +123,23 @@ class Batcher:
         if self._on_batch is not None:
             self._on_batch(batch, inputs, outputs)
 
+    def _inline(self) -> bool:
+        self._batches += 1
+        if self._cpu is None or self._cpu >= INLINE_SECONDS:
+            return False
+        if self._inline_wall is None or self._inline_wall < 4 * INLINE_SECONDS:
+            return True
+        return self._batches % PROBE_EVERY == 0
+
     def _timed(self, batch: list[Pending]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        t0 = time.perf_counter()
+        t0 = time.thread_time()
         if len(batch) == 1:
             arrays = batch[0].arrays
         else:
             arrays = {name: np.concatenate([p.arrays[name] for p in batch]) for name in batch[0].arrays}
         outputs = self._predict(arrays)
-        took = time.perf_counter() - t0
-        self._ewma = took if self._ewma is None else 0.8 * self._ewma + 0.2 * took
+        took = time.thread_time() - t0
+        self._cpu = took if self._cpu is None else 0.8 * self._cpu + 0.2 * took
         return arrays, outputs
 
     async def _fail(self, batch: list[Pending], exc: BaseException) -> None:
