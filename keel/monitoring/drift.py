@@ -94,10 +94,11 @@ def detect_drift(reference: Any, current: Any, *, preset: str = "default", fdr: 
         raw = list(pool.map(lambda n: _column(ref.columns[n], cur.columns.get(n), cur.rows, preset, tests.get(n),
                                               thresholds.get(n)), names))
     drifts = _verdicts([r[1] for r in raw], preset, fdr, min_effect)
-    columns = [ColumnResult(n, r.kind, r.type, c.type if c else None, schema, d,
-                            column_quality(r, c, cur.rows) if c else None, histogram(r, c) if c else None)
-               for n, (schema, _), d, r, c in zip(names, raw, drifts, (ref.columns[n] for n in names),
-                                                   (cur.columns.get(n) for n in names))]
+    columns = []
+    for name, (schema, _), verdict in zip(names, raw, drifts):
+        r, c = ref.columns[name], cur.columns.get(name)
+        columns.append(ColumnResult(name, r.kind, r.type, c.type if c else None, schema, verdict,
+                                    column_quality(r, c, cur.rows) if c else None, histogram(r, c) if c else None))
     tested = [c for c in columns if c.drift.status != NOT_TESTED]
     drifted = sum(c.drift.detected for c in tested)
     share = drifted / len(tested) if tested else None

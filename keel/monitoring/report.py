@@ -129,7 +129,9 @@ def _svg(hist: dict[str, Any] | None) -> str:
     if not hist:
         return ""
     ref, cur = hist["reference"], hist["current"]
-    top = max(max(ref, default=0), max(cur, default=0)) or 1.0
+    # A trailing "(N others)" bar would dwarf the named ones: scale to those and clip it.
+    scaled = len(ref) - 1 if hist["kind"] == "categories" and hist["labels"][-1].startswith("(") else len(ref)
+    top = max(max(ref[:scaled], default=0), max(cur[:scaled], default=0)) or 1.0
     n = len(ref)
     slot = _W / n
     bars = []
@@ -137,7 +139,7 @@ def _svg(hist: dict[str, Any] | None) -> str:
         x = i * slot
         label = hist["labels"][i] if hist["kind"] == "categories" else \
             f"{hist['edges'][i]:.4g} .. {hist['edges'][i + 1]:.4g}"
-        rh, ch = r / top * (_H - 2), c / top * (_H - 2)
+        rh, ch = min(r / top, 1) * (_H - 2), min(c / top, 1) * (_H - 2)
         bars.append(f"<g><title>{escape(label)}: reference {r:.2%}, current {c:.2%}</title>"
                     f"<rect x='{x + slot * 0.1:.1f}' y='{_H - rh:.1f}' width='{slot * 0.45:.1f}' height='{rh:.1f}' "
                     f"fill='{_REF}'/><rect x='{x + slot * 0.5:.1f}' y='{_H - ch:.1f}' width='{slot * 0.45:.1f}' "
