@@ -161,9 +161,9 @@ def _column(ref: ColumnSummary, cur: ColumnSummary | None, cur_rows: int, preset
     if test.data == "samples" and ref.kind not in (NUMERIC, DATETIME):
         raise InvalidInput(f"test {test_name!r} needs numeric values; column {ref.name!r} is {ref.kind} "
                            f"({ref.type}). Use a counts test: chisquare, z, jensenshannon, psi, kl_div, hellinger")
-    if test.data == "samples" or numerical and test.bins == "sturges_unique":
-        if not (len(ref.values) and len(cur.values)):
-            return "ok", _Raw(reason="no finite values on one side")
+    if ref.values is not None and not (len(ref.values) and len(cur.values)):
+        side = "reference" if not len(ref.values) else "current data"
+        return "ok", _Raw(reason=f"no finite values in the {side} (only infinite ones)")
     if test.data == "samples":
         result = test.fn(ref.values, cur.values)
     else:

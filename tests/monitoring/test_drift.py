@@ -159,13 +159,15 @@ def test_edge_cases_give_clear_results() -> None:
            "null_typed": pa.nulls(n), "constant": np.ones(n), "constant_moves": np.ones(n),
            "new_categories": np.array(["a", "b"] * (n // 2)), "infinite": rng.normal(size=n),
            "when": pa.array(np.arange(n).astype("datetime64[s]")), "flag": np.array([True, False] * (n // 2)),
-           "gone": rng.normal(size=n), "ids": np.array([f"id{i}" for i in range(n)])}
+           "gone": rng.normal(size=n), "ids": np.array([f"id{i}" for i in range(n)]),
+           "only_inf": rng.integers(0, 3, n).astype(float)}
     cur = {"all_missing_ref": rng.normal(size=n), "all_missing_cur": np.full(n, np.nan),
            "null_typed": pa.nulls(n), "constant": np.ones(n), "constant_moves": np.full(n, 2.0),
            "new_categories": np.array(["a", "b", "c", "d"] * (n // 4)),
            "infinite": np.where(np.arange(n) < 10, np.inf, rng.normal(size=n)),
            "when": pa.array((np.arange(n) + 10 ** 6).astype("datetime64[s]")), "flag": np.array(["yes"] * n),
-           "extra": np.zeros(n), "ids": np.array([f"id{i + n}" for i in range(n)])}
+           "extra": np.zeros(n), "ids": np.array([f"id{i + n}" for i in range(n)]),
+           "only_inf": np.full(n, -np.inf)}
     result = detect_drift(ref, cur)
     doc = result.to_dict()
     _no_nan(doc)
@@ -183,6 +185,8 @@ def test_edge_cases_give_clear_results() -> None:
     assert new.drift.status == "drift" and new.quality.unseen_categories == 2
     assert new.quality.unseen_share == pytest.approx(0.5) and new.quality.unseen_examples == ["c", "d"]
     assert result.column("infinite").quality.non_finite_current == 10
+    assert status["only_inf"] == ("not_tested", "no finite values in the current data (only infinite ones)")
+    assert result.column("only_inf").quality.non_finite_current == n
     assert status["when"][0] == "not_tested" and "datetime" in status["when"][1]
     assert status["flag"][0] == "not_tested" and "type changed from bool to" in status["flag"][1]
     assert status["gone"] == ("not_tested", "column missing from the current data")
