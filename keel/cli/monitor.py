@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from keel.monitoring.result import DriftResult
 
 EXIT_DRIFT = 3
+# Text output skips quality shares under this (new extremes appear in any fresh sample); JSON has them all.
+_SHOWN_SHARE = 0.001
 
 app = typer.Typer(help="Monitor data and models: drift and data quality.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
@@ -139,9 +141,9 @@ def _quality_lines(result: DriftResult) -> list[str]:
         q = col.quality
         if q is None:
             continue
-        if (q.missing_share_current or 0) > (q.missing_share_reference or 0):
-            lines.append(f"{col.name}: missing {q.missing_share_reference:.1%} -> {q.missing_share_current:.1%}")
-        if q.out_of_range_share:
+        if (q.missing_share_current or 0) >= (q.missing_share_reference or 0) + _SHOWN_SHARE:
+            lines.append(f"{col.name}: missing {q.missing_share_reference:.2%} -> {q.missing_share_current:.2%}")
+        if (q.out_of_range_share or 0) >= _SHOWN_SHARE:
             lines.append(f"{col.name}: {q.out_of_range_share:.2%} of values outside the reference range")
         if q.unseen_categories:
             lines.append(f"{col.name}: {q.unseen_categories} unseen categories ({q.unseen_share:.2%} of rows), "
