@@ -40,7 +40,9 @@ def column_quality(ref: ColumnSummary, cur: ColumnSummary, cur_rows: int) -> Col
         above = len(cur.values) - np.searchsorted(cur.values, ref.values[-1], side="right")
         quality["out_of_range_share"] = float((below + above) / len(cur.values))
     elif ref.kind == CATEGORICAL and ref.categories is not None and cur.categories is not None:
-        cats = cur.categories if cur.categories.type == ref.categories.type else cur.categories.cast(ref.categories.type)
+        cats = cur.categories
+        if cats.type != ref.categories.type:
+            cats = cats.cast(ref.categories.type)
         unseen = np.flatnonzero(~pc.is_in(cats, value_set=ref.categories).to_numpy(zero_copy_only=False))
         quality["unseen_categories"] = len(unseen)
         quality["unseen_share"] = float(cur.counts[unseen].sum() / cur.present) if cur.present else 0.0

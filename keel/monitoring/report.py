@@ -95,8 +95,11 @@ def _row(col: ColumnResult) -> str:
         verdict = f"<span class='nt'>not tested: {escape(d.reason or '')}</span>"
     if d.reason and d.status != "not_tested":
         verdict += f"<div class='muted'>{escape(d.reason)}</div>"
-    effect = "-" if d.effect_size is None else f"{_num(d.effect_size)} <span class='muted'>{escape(d.effect_measure or '')}</span>"
-    threshold = "-" if d.threshold is None else f"{_num(d.threshold)} <span class='muted'>on {escape(d.threshold_on or '')}</span>"
+    effect = threshold = "-"
+    if d.effect_size is not None:
+        effect = f"{_num(d.effect_size)} <span class='muted'>{escape(d.effect_measure or '')}</span>"
+    if d.threshold is not None:
+        threshold = f"{_num(d.threshold)} <span class='muted'>on {escape(d.threshold_on or '')}</span>"
     if d.min_effect is not None:
         threshold += f"<div class='muted'>min effect {_num(d.min_effect)}</div>"
     numbers = {3, 4, 5, 6}  # right-aligned columns
