@@ -73,8 +73,12 @@ _HEAD_UPDATE = (
     audit_head.update().where(audit_head.c.id == 1)
     .values(seq=sa.bindparam("new_seq"), hash=sa.bindparam("new_hash"))
 )
-_USER_ROLE = sa.select(users.c.role, users.c.disabled).where(users.c.name == sa.bindparam("name"))
-_ANY_USER = sa.select(users.c.name).limit(1)
+# One round trip on every write: the actor's role and state, and whether the store has users at all.
+_ACTOR = sa.select(
+    sa.select(users.c.role).where(users.c.name == sa.bindparam("name")).scalar_subquery(),
+    sa.select(users.c.disabled).where(users.c.name == sa.bindparam("name")).scalar_subquery(),
+    sa.exists(sa.select(users.c.name)),
+)
 _TOKEN_ROLE = (
     sa.select(users.c.name, users.c.role, users.c.disabled, api_tokens.c.expires_at, api_tokens.c.revoked_at)
     .join(users, users.c.name == api_tokens.c.user).where(api_tokens.c.token_hash == sa.bindparam("token_hash"))
@@ -129,14 +133,13 @@ class Tx:
             if expires_at is not None and expires_at <= time.time() * 1000:
                 raise PermissionDenied(f"the API token of {user!r} has expired")
         else:
-            found = self.fetch(_USER_ROLE, {"name": self.actor})
-            if not found:
-                if not self.fetch(_ANY_USER):
+            (role, disabled, any_user), = self.fetch(_ACTOR, {"name": self.actor})
+            if role is None:
+                if not any_user:
                     self.role = None  # open store
                     return None
                 raise PermissionDenied(f"{self.actor!r} is not a keel user; an admin can add them with "
                                        f"`keel users add {self.actor} --role ROLE`")
-            (role, disabled), = found
             user = self.actor
         if disabled:
             raise PermissionDenied(f"user {user!r} is disabled")
