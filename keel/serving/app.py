@@ -42,8 +42,7 @@ class InferenceApp:
     def __init__(self, models: list[ServedModel], *, max_batch_size: int = 64, max_wait_ms: float = 0.0,
                  max_queue: int = 256, max_body_bytes: int = 16 * 2**20, predlog: Any = None,
                  labels: Callable[[str, list[tuple[str, Any]]], int] | None = None,
-                 access_log: bool = True, on_shutdown: Callable[[], None] | None = None,
-                 authenticate: Callable[[str], str] | None = None) -> None:
+                 access_log: bool = True, authenticate: Callable[[str], str] | None = None) -> None:
         self.models = {m.name: m for m in models}
         self._authenticate = authenticate  # token -> role; None: no authentication (the default)
         self.predlog = predlog
@@ -55,7 +54,6 @@ class InferenceApp:
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(4).hex()
         self._access = AccessLog() if access_log else None
-        self._on_shutdown = on_shutdown
         self.ready = True
 
     # -- ASGI ----------------------------------------------------------------------
@@ -86,8 +84,6 @@ class InferenceApp:
             self.predlog.close()
         if self._access is not None:
             self._access.stop()
-        if self._on_shutdown is not None:
-            self._on_shutdown()
 
     async def _http(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         started = time.perf_counter()

@@ -129,9 +129,10 @@ class ServedModel:
             result = self._onnx.run(None, {self._onnx_input: x})
             if self.classifier:
                 return {"label": np.asarray(result[0]).ravel(), "probabilities": np.asarray(result[1])}
-            return {"prediction": np.asarray(result[0]).reshape(len(x), -1).squeeze(1)
-                    if np.asarray(result[0]).ndim == 2 and np.asarray(result[0]).shape[1] == 1
-                    else np.asarray(result[0])}
+            prediction = np.asarray(result[0])
+            if prediction.ndim == 2 and prediction.shape[1] == 1:  # regressors converted to ONNX answer [n, 1]
+                prediction = prediction[:, 0]
+            return {"prediction": prediction}
         if self.classifier:
             x = self.loaded.prepare(data)
             predictor = self.loaded._predictor

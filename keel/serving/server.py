@@ -70,16 +70,15 @@ def build_app(options: ServeOptions, settings: Settings) -> Any:
         raise InvalidInput(f"two served models share a name ({', '.join(names)}); name them: NAME=URI")
     predlog = labels = None
     if options.log_predictions:
+        from functools import partial
+
         from keel.service.predictions import attach_labels, ingest_segment
         from keel.serving.predlog import PredictionLog
         from keel.tracking.fluent import client_for
 
         ctx = client_for(settings).ctx
-        predlog = PredictionLog(Path(settings.home) / "spool", lambda path: ingest_segment(ctx, path))
-
-        def labels(model: str, pairs: list[tuple[str, Any]]) -> int:
-            return attach_labels(ctx, model, pairs)
-
+        predlog = PredictionLog(Path(settings.home) / "spool", partial(ingest_segment, ctx))
+        labels = partial(attach_labels, ctx)
     return InferenceApp(models, max_batch_size=options.max_batch_size, max_wait_ms=options.max_wait_ms,
                         max_queue=options.max_queue, max_body_bytes=int(options.max_body_mb * 2**20),
                         predlog=predlog, labels=labels, access_log=options.access_log,

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 import keel
 from keel.errors import ConfigError, Conflict, InvalidInput, NotFound, PermissionDenied, PolicyViolation
-from keel.service import promotions, registry, users
+from keel.service import registry, users
 from keel.testing.cli import run_cli
 
 pytestmark = pytest.mark.store
