@@ -309,3 +309,47 @@ prediction_labels = sa.Table(
     sa.Column("created_by", sa.String(256), nullable=False),
     sa.Column("created_at", sa.BigInteger, nullable=False),
 )
+
+# Monitors over served traffic (migration 0005). A monitor compares windows of
+# one model's logged predictions with a reference whose summary is computed
+# once at creation and stored as a blob (``reference_sha256``). ``next_ms`` is
+# where the next window starts: a pass evaluates every complete window from
+# there, so a monitor run from cron never evaluates a window twice.
+monitors = sa.Table(
+    "monitors",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("name", sa.String(256), nullable=False, unique=True),
+    sa.Column("model_uri", sa.String(1024), nullable=False),
+    sa.Column("model", sa.String(256), nullable=False),  # the served name whose traffic is read
+    sa.Column("version", sa.Integer, nullable=True),  # None: whatever version served the window
+    sa.Column("window_ms", sa.BigInteger, nullable=False),
+    sa.Column("next_ms", sa.BigInteger, nullable=False),
+    sa.Column("reference", sa.JSON, nullable=False),  # what the reference was built from
+    sa.Column("reference_sha256", sa.String(64), nullable=False),
+    sa.Column("options", sa.JSON, nullable=False),  # preset, fdr, min_effect, sensitive column, limits
+    sa.Column("webhook", sa.String(2048), nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),  # active | paused
+    sa.Column("created_by", sa.String(256), nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+)
+
+# One evaluated window of a monitor. The full JSON result is a blob; the
+# columns here are what list/show and alerting need without reading it.
+monitor_results = sa.Table(
+    "monitor_results",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("monitor_id", ID, sa.ForeignKey("monitors.id"), nullable=False),
+    sa.Column("start_ms", sa.BigInteger, nullable=False),
+    sa.Column("end_ms", sa.BigInteger, nullable=False),
+    sa.Column("versions", sa.JSON, nullable=False),  # model versions seen in the window
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # ok | alert | empty
+    sa.Column("alerts", sa.JSON, nullable=False),  # why it alerted, one line each
+    sa.Column("summary", sa.JSON, nullable=False),  # drift share, drifted columns, key metrics
+    sa.Column("result_sha256", sa.String(64), nullable=True),
+    sa.Column("webhook_status", sa.String(64), nullable=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.UniqueConstraint("monitor_id", "start_ms"),
+)
