@@ -34,6 +34,8 @@ _EXPORTS: dict[str, str] = {
     "log_model": "keel.formats.api",
     "save_model": "keel.formats.api",
     "load_model": "keel.formats.api",
+    "step": "keel.pipelines.dsl",
+    "pipeline": "keel.pipelines.dsl",
     "Client": "keel.tracking.client",
     "Settings": "keel.settings",
     "KeelError": "keel.errors",
@@ -63,6 +65,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # for type checkers and IDEs only
     from keel.errors import KeelError
     from keel.formats.api import load_model, log_model, save_model
+    from keel.pipelines.dsl import pipeline, step
     from keel.settings import Settings
     from keel.tracking.client import Client
     from keel.tracking.fluent import (

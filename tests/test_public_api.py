@@ -11,7 +11,7 @@ EXPECTED = {
     "ActiveRun", "Client", "KeelError", "Settings", "__version__", "active_run", "end_run", "flush",
     "get_run", "log_artifact", "log_artifacts", "log_dataset", "log_dict", "log_metric", "log_metrics",
     "log_param", "log_params", "log_text", "search_runs", "set_tag", "set_tags", "start_run",
-    "log_model", "save_model", "load_model", "registry",
+    "log_model", "save_model", "load_model", "registry", "step", "pipeline",
 }
 
 

@@ -353,3 +353,100 @@ monitor_results = sa.Table(
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.UniqueConstraint("monitor_id", "start_ms"),
 )
+
+# -- Pipelines and retraining (migration 0007) --------------------------------
+# A pipeline run is a tracked run (runs.id) with one child run per step; this
+# row adds what a replay needs: the recorded sources, parameters, datasets
+# and environment lock are in the JSON blob ``record_sha256``.
+pipeline_runs = sa.Table(
+    "pipeline_runs",
+    metadata,
+    sa.Column("run_id", ID, sa.ForeignKey("runs.id"), primary_key=True),
+    sa.Column("pipeline", sa.String(256), nullable=False, index=True),
+    sa.Column("file", sa.String(1024), nullable=False),  # relative to the project root
+    sa.Column("params", sa.JSON, nullable=False),
+    sa.Column("datasets", sa.JSON, nullable=False),  # name -> {uri, sha256, filename}
+    sa.Column("record_sha256", sa.String(64), nullable=False),
+    sa.Column("lock_sha256", sa.String(64), nullable=False),
+    sa.Column("executor", sa.String(32), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # RUNNING / FINISHED / FAILED / KILLED
+    sa.Column("error", sa.Text),
+    sa.Column("outputs", sa.JSON),  # the pipeline function's result, as output references
+    sa.Column("replay_of", ID),  # the pipeline run this one replays (keel retrain)
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("ended_at", sa.BigInteger),
+)
+
+# One row per step of a pipeline run: ran, cached (outputs reused) or failed.
+pipeline_steps = sa.Table(
+    "pipeline_steps",
+    metadata,
+    sa.Column("pipeline_run_id", ID, sa.ForeignKey("runs.id"), primary_key=True),
+    sa.Column("step", sa.String(256), primary_key=True),
+    sa.Column("run_id", ID, sa.ForeignKey("runs.id"), nullable=False),
+    sa.Column("cache_key", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # ran / cached / failed
+    sa.Column("outputs", sa.JSON, nullable=False),  # [{kind, sha256, size}]
+    sa.Column("error", sa.Text),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+)
+
+# Cache key -> the outputs of the step run that computed them. Written in
+# the same transaction as the step's success, never for a failed step.
+pipeline_cache = sa.Table(
+    "pipeline_cache",
+    metadata,
+    sa.Column("cache_key", sa.String(64), primary_key=True),
+    sa.Column("step", sa.String(256), nullable=False),
+    sa.Column("outputs", sa.JSON, nullable=False),
+    sa.Column("run_id", ID, sa.ForeignKey("runs.id"), nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+)
+
+# The champion/challenger gate's decision on a version, with every number.
+gate_decisions = sa.Table(
+    "gate_decisions",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("name", sa.String(256), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("champion_version", sa.Integer),
+    sa.Column("blessed", sa.Boolean, nullable=False),
+    sa.Column("reasons", sa.JSON, nullable=False),  # one line per failed check
+    sa.Column("checks", sa.JSON, nullable=False),  # every check with its numbers
+    sa.Column("promotion_request_id", ID),
+    sa.Column("created_by", sa.String(256), nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.ForeignKeyConstraint(["name", "version"], ["model_versions.name", "model_versions.version"]),
+    sa.Index("ix_gate_decisions_name_version", "name", "version"),
+)
+
+# Triggers fire retraining: on new files, on a schedule, by hand.
+triggers = sa.Table(
+    "triggers",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("name", sa.String(256), nullable=False, unique=True),
+    sa.Column("kind", sa.String(32), nullable=False),  # new_data / schedule / manual
+    sa.Column("spec", sa.JSON, nullable=False),  # {"path": glob} / {"cron": "..."}
+    sa.Column("action", sa.JSON, nullable=False),  # {"retrain": model, ...}
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    sa.Column("created_by", sa.String(256), nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+)
+
+# Every firing and its outcome. ``dedupe_key`` (the new file and its content
+# hash, the schedule tick) is unique per trigger: the same new data never
+# fires twice, also across scheduler restarts.
+trigger_firings = sa.Table(
+    "trigger_firings",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("trigger_id", ID, sa.ForeignKey("triggers.id"), nullable=False),
+    sa.Column("dedupe_key", sa.String(1024), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # running / succeeded / failed
+    sa.Column("outcome", sa.JSON, nullable=False),
+    sa.Column("fired_at", sa.BigInteger, nullable=False),
+    sa.Column("finished_at", sa.BigInteger),
+    sa.UniqueConstraint("trigger_id", "dedupe_key"),
+)
