@@ -9,8 +9,11 @@ keys, and columns carry a ``role`` (``feature`` today; ``prediction`` and
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from keel.monitoring.harm import FairnessResult, PerformanceResult
 
 __all__ = ["SCHEMA", "ColumnDrift", "ColumnQuality", "ColumnResult", "DatasetDrift", "DriftResult"]
 
@@ -129,6 +132,8 @@ class DriftResult:
         dataset_drift: The dataset-level verdict.
         schema_changes: ``{"missing_columns", "extra_columns", "type_changes": [{"column", "reference", "current"}]}``.
         columns: One result per reference column, in reference order.
+        performance: Model performance once labels arrive (``keel.monitoring.performance``), if computed.
+        fairness: Fairness across a sensitive column's groups (``keel.monitoring.fairness``), if computed.
     """
 
     preset: str
@@ -138,6 +143,8 @@ class DriftResult:
     dataset_drift: DatasetDrift
     schema_changes: dict[str, Any]
     columns: list[ColumnResult]
+    performance: PerformanceResult | None = None
+    fairness: FairnessResult | None = None
 
     @property
     def drifted(self) -> list[str]:
@@ -153,9 +160,19 @@ class DriftResult:
         return next(c for c in self.columns if c.name == name)
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form: strict JSON (infinite or NaN numbers become null)."""
-        return _clean({"schema": SCHEMA, "kind": "data_drift", **asdict(self),
-                       "drifted_columns": self.drifted, "schema_ok": self.schema_ok})
+        """The JSON form: strict JSON (infinite or NaN numbers become null).
+
+        ``performance`` and ``fairness`` appear only when computed, so a
+        drift-only result keeps exactly its earlier keys.
+        """
+        body = asdict(replace(self, performance=None, fairness=None))
+        del body["performance"], body["fairness"]
+        doc = _clean({"schema": SCHEMA, "kind": "data_drift", **body,
+                      "drifted_columns": self.drifted, "schema_ok": self.schema_ok})
+        for key in ("performance", "fairness"):
+            if getattr(self, key) is not None:
+                doc[key] = getattr(self, key).to_dict()
+        return doc
 
 
 def _clean(value: Any) -> Any:
