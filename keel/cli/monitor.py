@@ -149,3 +149,14 @@ def _quality_lines(result: DriftResult) -> list[str]:
             lines.append(f"{col.name}: {q.unseen_categories} unseen categories ({q.unseen_share:.2%} of rows), "
                          f"e.g. {', '.join(q.unseen_examples)}")
     return lines
+
+
+# Monitors over served traffic live in their own module.
+from keel.cli import monitors as _monitors  # noqa: E402
+
+app.command("create")(_monitors.create)
+app.command("run")(_monitors.run)
+app.command("list")(_monitors.list_)
+app.command("show")(_monitors.show)
+app.command("pause")(_monitors.pause)
+app.command("resume")(_monitors.resume)
