@@ -56,6 +56,8 @@ class Settings:
         "table": True, "doc": '[policy]: promotion checks and approvals per alias (docs/governance.md).'})
     serve: Mapping[str, Any] = field(default_factory=dict, compare=False, metadata={
         "table": True, "doc": '[serve]: defaults of `keel serve` flags (docs/serving.md).'})
+    profiles: Mapping[str, Any] = field(default_factory=dict, compare=False, metadata={
+        "table": True, "doc": '[profiles.STAGE]: resources per stage for deploys (docs/deploy.md).'})
 
     @classmethod
     def load(
