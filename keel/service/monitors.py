@@ -274,7 +274,7 @@ def _reference(ctx: Context, model_uri: str, reference: str, target: str | None,
     if baseline:
         import keel
 
-        model = keel.load_model(model_uri)
+        model = keel.load_model(model_uri, settings=ctx.settings)
     # The window holds what the model takes: reference columns it does not take are left out.
     wanted = _input_columns(model)
     keep = [n for n in table.column_names if n != target and (wanted is None or n in wanted)]
