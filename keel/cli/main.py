@@ -10,6 +10,7 @@ import typer
 
 from keel import __version__
 from keel.cli import audit, card, db, env, explain, lineage, models, monitor, runs, serve, users
+from keel.cli import pipeline as pipeline_cli
 from keel.cli.common import err
 
 app = typer.Typer(
@@ -26,6 +27,7 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(db.app, name="db")
 app.add_typer(env.app, name="env")
 app.add_typer(models.app, name="models")
+app.add_typer(pipeline_cli.app, name="pipeline")
 app.add_typer(monitor.app, name="monitor")
 app.add_typer(users.users_app, name="users")
 app.add_typer(users.tokens_app, name="tokens")

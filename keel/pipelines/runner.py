@@ -201,8 +201,8 @@ def parse_params(pipe: Pipeline, pairs: list[str]) -> dict[str, Any]:
                 except ValueError:
                     params[key] = text
         except ValueError as exc:
-            raise InvalidInput(f"--param {key}={text!r}: expected a {type(default).__name__} like its default "
-                               f"{default!r} ({exc})") from None
+            raise InvalidInput(f"--param {key}={text!r}: expected a value of type {type(default).__name__} like "
+                               f"its default {default!r} ({exc})") from None
     return params
 
 
