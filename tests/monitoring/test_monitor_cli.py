@@ -83,7 +83,7 @@ def test_html_report_is_self_contained_and_small(env: dict[str, str], files: dic
     assert proc.returncode == 3 and f"report: {out}" in proc.stdout
     html = out.read_text(encoding="utf-8")
     assert len(html.encode()) < 1_000_000
-    assert html.count("<svg") == 25
+    assert html.count("<svg") == 26  # one per column, and the drift score per column
     lowered = html.lower()
     assert "<script" not in lowered and " src=" not in lowered and "href=" not in lowered and "@import" not in lowered
     assert "http" not in lowered.replace("http://www.w3.org/2000/svg", "")  # only the SVG namespace name
