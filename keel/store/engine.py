@@ -21,7 +21,7 @@ from keel.store.checkpoint import SAFETY_NET_PAGES, WAL_SIZE_LIMIT
 # Must equal the newest revision in migrations/versions (a test checks it):
 # opening an up-to-date store then costs one SELECT and no alembic import.
 HEAD_REVISION = "0007"
-KNOWN_REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0007")  # oldest first
+KNOWN_REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007")  # oldest first
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
 _READ_ONLY = "keel_read_only"

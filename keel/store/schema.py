@@ -450,3 +450,31 @@ trigger_firings = sa.Table(
     sa.Column("finished_at", sa.BigInteger),
     sa.UniqueConstraint("trigger_id", "dedupe_key"),
 )
+
+# -- Deployments (migration 0006) ---------------------------------------------
+# One row per `keel deploy`: the target, the stage's profile, the model
+# (name + version for registry URIs, else the pinned runs:/ URI or bundle
+# path), every written file with its sha256, and what apply started
+# (``state``: pid, port, url, image). Lineage follows model_name/model_version.
+deployments = sa.Table(
+    "deployments",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("target", sa.String(32), nullable=False),
+    sa.Column("stage", sa.String(64), nullable=False),
+    sa.Column("model_name", sa.String(256)),
+    sa.Column("model_version", sa.Integer),
+    sa.Column("model_uri", sa.String(1024), nullable=False),
+    sa.Column("bundle_sha256", sa.String(64), nullable=False),  # keel.yaml's sha256, which vouches for the bundle
+    sa.Column("out_dir", sa.String(4096), nullable=False),
+    sa.Column("files", sa.JSON, nullable=False),  # relative path -> sha256
+    sa.Column("profile", sa.JSON, nullable=False),
+    sa.Column("options", sa.JSON, nullable=False),
+    sa.Column("state", sa.JSON, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # written / running / built / stopped / failed
+    sa.Column("created_by", sa.String(256), nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("stopped_by", sa.String(256)),
+    sa.Column("stopped_at", sa.BigInteger),
+    sa.Index("ix_deployments_model", "model_name", "model_version"),
+)

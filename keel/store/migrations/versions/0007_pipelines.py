@@ -1,7 +1,7 @@
 """Pipelines and retraining: pipeline runs, steps, the step cache, gate decisions, triggers.
 
 Revision ID: 0007
-Revises: 0005 (0006 once the deployments migration lands)
+Revises: 0006
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
