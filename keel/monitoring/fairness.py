@@ -175,8 +175,9 @@ def _positive(values: np.ndarray, pos_label: Any) -> Any:
     found = set(np.unique(values).tolist()) if values.dtype.kind != "O" else set(values.tolist())
     if found <= {0, 1} or found <= {-1, 1}:
         return 1
-    raise InvalidInput(f"pos_label is needed: the predictions are not 0/1 or booleans (got {sorted(map(str, found))[:5]}"
-                       "); pass the favourable outcome, e.g. pos_label='approved'.")
+    shown = sorted(map(str, found))[:5]
+    raise InvalidInput(f"pos_label is needed: the predictions are not 0/1 or booleans (got {shown}); "
+                       "pass the favourable outcome, e.g. pos_label='approved'.")
 
 
 def _group_aucs(codes: np.ndarray, k: int, scores: Any, keep: np.ndarray, positive: np.ndarray,
