@@ -37,18 +37,22 @@ def project_root(path: Path) -> Path:
     return folder
 
 
-def load_file(path: Path, *, module_name: str | None = None, fresh: bool = True) -> ModuleType:
-    """Import the pipeline file at ``path`` (its folder goes first on sys.path, as for ``python FILE``)."""
+def load_file(path: Path, *, module_name: str | None = None, fresh: bool = True,
+              root: Path | None = None) -> ModuleType:
+    """Import the pipeline file at ``path`` (its folder goes first on sys.path, as for ``python FILE``).
+
+    ``root``: the project root, when it is not the git work tree or folder of the file (a replay).
+    """
     path = Path(path)
     if not path.is_file():
         raise NotFound(f"pipeline file {path} does not exist")
     path = path.resolve()
     name = module_name or module_name_for(path)
-    folder = str(path.parent)
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
+    for folder in dict.fromkeys([str(root.resolve())] if root else []) | {str(path.parent): None}:
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
     if fresh:
-        forget_project_modules(project_root(path))
+        forget_project_modules(root or project_root(path))
         _forget_shadowed(path.parent)
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:

@@ -91,8 +91,11 @@ class PipelineRun:
 
 def run_pipeline(pipe: Pipeline, params: dict[str, Any], *, executor: str = "inprocess", cache: bool = True,
                  settings: Settings | None = None, replay_of: str | None = None,
-                 executor_options: dict[str, Any] | None = None) -> PipelineRun:
-    """Run ``pipe`` with ``params`` (defaults filled in); raises PipelineFailed when a step fails."""
+                 executor_options: dict[str, Any] | None = None, root: Path | None = None) -> PipelineRun:
+    """Run ``pipe`` with ``params`` (defaults filled in); raises PipelineFailed when a step fails.
+
+    ``root``: the project root (default: the git work tree or folder of the pipeline file).
+    """
     from keel.tracking.fluent import client_for
     from keel.tracking.source import _resolve as source_of  # the run's code is the pipeline file's
 
@@ -102,7 +105,7 @@ def run_pipeline(pipe: Pipeline, params: dict[str, Any], *, executor: str = "inp
     file = Path(inspect.getsourcefile(pipe.fn) or "").resolve()
     from keel.pipelines.loader import project_root
 
-    project = Project(project_root(file))
+    project = Project(root or project_root(file))
     params = pipe.resolve_params(params)
     _check_plain(pipe, params)
     datasets = {name: stage_dataset(blobs, settings, params[name], name) for name in pipe.datasets}
