@@ -12,6 +12,7 @@ from keel import __version__
 from keel.cli import audit, card, db, env, explain, lineage, models, monitor, runs, serve, users
 from keel.cli import deploy as deploy_cli
 from keel.cli import pipeline as pipeline_cli
+from keel.cli import retrain as retrain_cli
 from keel.cli.common import err
 
 app = typer.Typer(
@@ -36,6 +37,7 @@ app.command("lineage")(lineage.lineage)
 app.command("card")(card.card)
 app.command("explain")(explain.explain)
 app.command("serve")(serve.serve)
+app.command("retrain")(retrain_cli.retrain)
 app.command("deploy")(deploy_cli.deploy)
 app.add_typer(deploy_cli.deployments_app, name="deployments")
 
