@@ -82,6 +82,9 @@ class EdgeTarget(Target):
         quantize = spec.options.get("quantize")
         if quantize not in (None, "int8"):
             raise InvalidInput(f"--quantize supports int8 only, got {quantize!r}")
+        tolerance = spec.options.get("quantize_tolerance")
+        if tolerance is not None and not 0 <= tolerance < 1:
+            raise InvalidInput(f"--quantize-tolerance is a share of labels from 0 to below 1, got {tolerance!r}")
 
     def prepare(self, spec: DeploySpec) -> DeploySpec:
         from keel.envs.lock import capture
@@ -91,7 +94,8 @@ class EdgeTarget(Target):
                                   "lock": capture(["numpy", "onnxruntime"]).to_text()}
         if spec.options.get("quantize") == "int8":
             sample = _read_sample(spec.options.get("sample"))
-            tolerance = float(spec.options.get("quantize_tolerance") or DEFAULT_TOLERANCE)
+            tolerance = spec.options.get("quantize_tolerance")
+            tolerance = DEFAULT_TOLERANCE if tolerance is None else float(tolerance)
             data, extras["quantization"] = quantize_checked(data, tolerance=tolerance, sample=sample)
         extras["onnx"] = data
         return spec.with_extras(**extras)

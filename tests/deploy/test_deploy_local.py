@@ -112,3 +112,46 @@ def test_a_port_held_by_another_program_is_refused(registered, tmp_path) -> None
             deploy(client_for(registered["settings"]).ctx, "models:/churn/1", target="local", port=port,
                    out=tmp_path / "x")
     assert not (tmp_path / "x").exists()
+
+
+def test_the_kubernetes_init_step_fetches_a_verified_bundle(registered, tmp_path) -> None:
+    """The init container's command, run here against the same store, yields a bundle keel serve loads."""
+    from keel.deploy import kubernetes
+    from keel.formats.bundle import read_manifest, verify_files
+    from keel.service.deployments import deploy
+    from keel.tracking.fluent import client_for
+
+    record = deploy(client_for(registered["settings"]).ctx, "models:/churn/1", target="kubernetes",
+                    out=tmp_path / "k8s")
+    assert record.status == "written" and set(record.files) == {"churn-v1.yaml"}
+    import yaml
+
+    pod = list(yaml.safe_load_all((tmp_path / "k8s" / "churn-v1.yaml").read_text()))[0]["spec"]["template"]["spec"]
+    command = pod["initContainers"][0]["command"]
+    assert command[:3] == ["python", "-m", "keel.deploy.fetch"] and command[3] == "models:/churn/1"
+    dest = tmp_path / "models" / "bundle"
+    done = subprocess.run([sys.executable, *command[1:4], str(dest)], env=registered["env"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    verify_files(read_manifest(dest))
+    assert kubernetes.STORE_SECRET == "keel-store"
+
+
+def test_edge_of_a_registered_model_ships_its_parity_checked_onnx_copy(registered, tmp_path) -> None:
+    import hashlib
+
+    from keel.formats.api import resolve_bundle
+    from keel.formats.onnx_copy import tag_key
+    from keel.service.deployments import deploy
+    from keel.tracking.fluent import client_for
+
+    client = client_for(registered["settings"])
+    record = deploy(client.ctx, "models:/churn/1", target="edge", out=tmp_path / "edge")
+    from keel.service.registry import resolve_uri
+
+    run_id = resolve_uri(client.ctx, "models:/churn/1").run_id
+    copy = json.loads(client.get_run(run_id).tags[tag_key("model")])
+    folder, _ = resolve_bundle(copy["uri"], registered["settings"])
+    assert record.files["model.onnx"] == hashlib.sha256((folder / "model.onnx").read_bytes()).hexdigest()
+    signature = json.loads((tmp_path / "edge" / "signature.json").read_text())
+    assert (signature["model"], signature["version"], signature["onnx_source"]) == ("churn", 1, copy["uri"])
