@@ -13,6 +13,7 @@ from keel.cli import audit, card, db, env, explain, lineage, models, monitor, ru
 from keel.cli import deploy as deploy_cli
 from keel.cli import pipeline as pipeline_cli
 from keel.cli import retrain as retrain_cli
+from keel.cli import triggers as triggers_cli
 from keel.cli.common import err
 
 app = typer.Typer(
@@ -38,6 +39,8 @@ app.command("card")(card.card)
 app.command("explain")(explain.explain)
 app.command("serve")(serve.serve)
 app.command("retrain")(retrain_cli.retrain)
+app.add_typer(triggers_cli.app, name="triggers")
+app.command("scheduler")(triggers_cli.scheduler)
 app.command("deploy")(deploy_cli.deploy)
 app.add_typer(deploy_cli.deployments_app, name="deployments")
 
