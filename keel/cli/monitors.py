@@ -138,7 +138,7 @@ def show(
     if out_html is not None:
         if chosen is None:
             raise InvalidInput(f"monitor {name} has no evaluated window with data yet")
-        from keel.monitoring.report import render_result_html
+        from keel.monitoring.window_report import render_result_html
 
         out_html.write_text(render_result_html(get_result(client.ctx, chosen), title=f"keel monitor {name}"),
                             encoding="utf-8")

@@ -144,7 +144,10 @@ def test_monitor_detects_injected_drift_fires_webhook_and_records_it(served):
     # Recorded: a second pass evaluates nothing again; show, gauges, audit and lineage have it.
     again = run_cli(env, "monitor", "run", "--json")
     assert json.loads(again.stdout) == []
-    shown = json.loads(run_cli(env, "monitor", "show", "credit", "--json").stdout)
+    shown = json.loads(run_cli(env, "monitor", "show", "credit", "--json", "--out",
+                               str(served["root"] / "window.html")).stdout)
+    page = (served["root"] / "window.html").read_text()
+    assert "Alerts" in page and "fairness across group" in page and "Dataset drift detected" in page
     assert [r["status"] for r in shown["results"]] == ["alert", "ok"]
     prom = (served["root"] / "keel.prom").read_text()
     assert 'keel_monitor_alert{monitor="credit"} 1.0' in prom

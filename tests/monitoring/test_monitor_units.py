@@ -157,3 +157,23 @@ def test_a_pass_over_no_traffic_records_empty_windows_once(client, registered):
     assert run_monitors(client.ctx, now=now) == []
     assert [r.start_ms for r in list_results(client.ctx, created.name)] == [120_000, 60_000, 0]
     assert json.loads(json.dumps([r.to_dict() for r in results]))  # plain JSON
+
+
+def test_a_stored_result_renders_the_same_report_as_the_live_one():
+    from keel.monitoring.fairness import evaluate_fairness
+    from keel.monitoring.performance import evaluate_performance
+    from keel.monitoring.report import render_html
+    from keel.monitoring.window_report import render_result_html, result_from_dict
+
+    rng = np.random.default_rng(5)
+    live = detect_drift(mixed_table(rng), mixed_table(rng, 900))
+    y, pred = rng.integers(0, 2, 900), rng.integers(0, 2, 900)
+    import dataclasses
+
+    live = dataclasses.replace(live, performance=evaluate_performance(y, pred, scores=rng.random(900)),
+                               fairness=evaluate_fairness(rng.integers(0, 3, 900), pred, y))
+    stored = json.loads(json.dumps(live.to_dict()))
+    assert result_from_dict(stored) == live
+    page = render_result_html({**stored, "alerts": ["data drift: <x>"], "window": {"rows": 900}})
+    assert page.replace("<h1>keel monitor window</h1>", "") .count("<svg") == render_html(live).count("<svg")
+    assert "data drift: &lt;x&gt;" in page
