@@ -168,3 +168,40 @@ def test_systemd_unit_runs_unprivileged_and_restarts(sk_bundle, tmp_path) -> Non
     bad = dataclasses.replace(spec, options={"install_dir": "/opt/../etc"})
     with pytest.raises(InvalidInput, match="--install-dir"):
         get_target("systemd").check(bad)
+
+
+@pytest.mark.parametrize("profiles, target, needle", [
+    ({"production": {"memory": "lots"}}, "kubernetes", r"\[profiles.production\] memory must be bytes"),
+    ({"production": {"cpu": "1", "gpu": 1}}, "docker", "cannot provision a GPU"),
+    ({"production": {"cpu": "1", "gpu": 1}}, "local", "deploy with --target kubernetes, kserve"),
+])
+def test_a_bad_profile_or_impossible_gpu_fails_before_anything_is_written(profiles, target, needle, sk_bundle,
+                                                                          tmp_path) -> None:
+    from keel.service.context import Context
+    from keel.service.deployments import deploy, list_deployments
+    from keel.settings import Settings
+
+    home = tmp_path / "home"
+    settings = Settings.load({"home": home, "user": "alice", "profiles": profiles}, env={}, cwd=tmp_path)
+    ctx = Context.from_settings(settings)
+    try:
+        with pytest.raises(InvalidInput, match=needle):
+            deploy(ctx, str(sk_bundle), target=target, stage="production", out=tmp_path / "out")
+        assert not (tmp_path / "out").exists() and not (home / "deployments").exists()
+        assert list_deployments(ctx) == []
+    finally:
+        ctx.close()
+
+
+def test_keel_toml_profiles_through_the_cli(tmp_path, keel_env) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "keel.toml").write_text('[profiles.production]\ncpu = "2"\nmemory = "512m"\n')
+    done = subprocess.run([sys.executable, "-m", "keel.cli.main", "deployments", "profiles"], env=keel_env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.strip() == ("error: keel.toml [profiles.production] memory must be bytes with a binary "
+                                   "suffix (\"512Mi\", \"4Gi\"), a decimal suffix (\"1G\", \"500M\"), plain bytes "
+                                   "(1073741824) or an exponent (\"1e9\"); got '512m' (a lower-case 'm' is a "
+                                   "fraction of a byte; did you mean 512Mi?)")
