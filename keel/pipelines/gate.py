@@ -79,9 +79,8 @@ def _versus(metric: str, new: float | None, old: float | None, tolerance: float)
     worse_by = (new - old) if lower else (old - new)
     passed = worse_by <= tolerance + 1e-12
     if passed:
-        detail = (f"{metric}: challenger {_fmt(new)} vs champion {_fmt(old)} "
-                  f"({'better' if worse_by < 0 else 'equal' if worse_by == 0 else 'within tolerance'}"
-                  f" {_fmt(tolerance)})")
+        verdict = "better" if worse_by < 0 else "equal" if worse_by == 0 else "worse, within"
+        detail = f"{metric}: challenger {_fmt(new)} vs champion {_fmt(old)} ({verdict}; tolerance {_fmt(tolerance)})"
     else:
         detail = (f"{metric}: challenger {_fmt(new)} is worse than champion {_fmt(old)} by {_fmt(worse_by)} "
                   f"(tolerance {_fmt(tolerance)})")
