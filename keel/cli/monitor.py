@@ -55,8 +55,27 @@ def drift(
     thresholds: list[str] = typer.Option([], "--threshold", metavar="COLUMN=VALUE",
                                          help="Threshold for one column's test; repeatable."),
     ignore: list[str] = typer.Option([], "--ignore", metavar="COLUMN", help="Leave a column out; repeatable."),
+    prediction: Optional[str] = typer.Option(None, "--prediction", help="Column of the model's answers (in "
+                                                                        "both files): prediction drift."),
+    target: Optional[str] = typer.Option(None, "--target", help="Ground-truth column of CURRENT (and of "
+                                                                "REFERENCE, if there): performance."),
+    score: Optional[str] = typer.Option(None, "--score", help="Column of the positive class's score (ROC AUC)."),
+    sensitive: Optional[str] = typer.Option(None, "--sensitive", help="Column to measure fairness across."),
+    max_drop: float = typer.Option(0.05, "--max-drop", help="With --target: fail when a score metric is this "
+                                                            "much below the reference's."),
 ) -> None:
-    """Compare CURRENT with REFERENCE column by column: drift tests, effect sizes, data quality."""
+    """Compare CURRENT with REFERENCE column by column: drift tests, effect sizes, data quality.
+
+    With --prediction, --target and --sensitive it also checks prediction
+    drift, performance and fairness, and fails (exit 3) on any alert.
+    """
+    if any(v is not None for v in (prediction, target, score, sensitive)):
+        _harm(reference, current, preset, as_json, out_html, fail_on_drift,
+              {"preset": preset, "fdr": fdr, "min_effect": min_effect, "drift_share": drift_share,
+               "tests": _pairs(tests, "--test", str), "thresholds": _pairs(thresholds, "--threshold", float),
+               "ignore": ignore, "sensitive": sensitive, "max_drop": max_drop},
+              prediction=prediction, target=target, score=score)
+        return
     # scipy.special takes half a second to import; let it load while Arrow
     # reads and sorts the files (which release the GIL for most of that time).
     threading.Thread(target=_import_scipy_special, daemon=True).start()
@@ -77,6 +96,32 @@ def drift(
             out.print(f"report: {out_html}", markup=False)
     failed = result.dataset_drift.detected or not result.schema_ok
     if failed and fail_on_drift:
+        raise typer.Exit(EXIT_DRIFT)
+
+
+def _harm(reference: Path, current: Path, preset: str, as_json: bool, out_html: Optional[Path],
+          fail_on_drift: bool, options: dict, **columns: Optional[str]) -> None:
+    """`keel monitor drift` with the model's answers, labels or a sensitive column: every check of a monitor."""
+    from keel.monitoring.checks import check_tables
+    from keel.monitoring.window_report import render_result_html, result_from_dict
+
+    check = check_tables(reference, current, options, **columns)
+    doc = {**check.result, "alerts": check.alerts}
+    if out_html is not None:
+        out_html.write_text(render_result_html(doc, title="keel drift report"), encoding="utf-8")
+    if as_json:
+        print_json(doc)
+    else:
+        _print(result_from_dict(doc, with_prediction=True))
+        for name in ("performance", "fairness"):
+            if doc.get(name):
+                line = doc[name].get("metrics") if name == "performance" else doc[name].get("status")
+                out.print(f"{name}: {line}", markup=False)
+        for alert in check.alerts:
+            err.print(f"alert: {alert}", markup=False)
+        if out_html is not None:
+            out.print(f"report: {out_html}", markup=False)
+    if check.alerts and fail_on_drift:
         raise typer.Exit(EXIT_DRIFT)
 
 

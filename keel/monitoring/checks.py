@@ -133,3 +133,49 @@ def _fairness(data: WindowData, options: dict[str, Any]) -> dict | None:
                                  limits=options.get("fairness_limits") or None, sensitive=column).to_dict()
     except KeelError as exc:
         return {"status": "error", "checks": [], "error": str(exc)}
+
+
+def check_tables(reference: Any, current: Any, options: dict[str, Any], *, target: str | None = None,
+                 prediction: str | None = None, score: str | None = None) -> WindowCheck:
+    """:func:`check_window` for two tables or files that hold the model's answers (and labels) as columns.
+
+    ``prediction`` names the column of the model's answers (drift of it is
+    prediction drift), ``target`` the ground truth (performance on the
+    current data, against the reference's when it has both), ``score`` the
+    positive class's score (ROC AUC, log loss).
+    """
+    import pyarrow as pa
+
+    from keel.errors import InvalidInput
+    from keel.monitoring.columns import load_table, summarize
+    from keel.monitoring.performance import evaluate_performance
+
+    sides = {"reference": load_table(reference, what="reference"), "current": load_table(current, what="current")}
+    needed = {"--prediction": (prediction, ("reference", "current")), "--target": (target, ("current",)),
+              "--score": (score, ("current",)), "--sensitive": (options.get("sensitive"), ("current",))}
+    for option, (column, where) in needed.items():
+        for side in where:
+            if column is not None and column not in sides[side].column_names:
+                raise InvalidInput(f"{option} column {column!r} is not in the {side} data; "
+                                   f"its columns: {sides[side].column_names}")
+    if target is not None and prediction is None:
+        raise InvalidInput("--target needs --prediction: performance compares the two")
+
+    def split(table: pa.Table) -> tuple[pa.Table, Any, Any]:
+        labels = table[target].combine_chunks() if target and target in table.column_names else None
+        scores = table[score].to_numpy() if score and score in table.column_names else None
+        features = table.drop_columns([c for c in (target, score) if c and c in table.column_names])
+        if prediction:
+            features = features.rename_columns([PREDICTION if n == prediction else n for n in features.column_names])
+        return features, labels, scores
+
+    ref_features, ref_labels, ref_scores = split(sides["reference"])
+    cur_features, cur_labels, cur_scores = split(sides["current"])
+    reference_performance = None
+    if ref_labels is not None and prediction:
+        reference_performance = evaluate_performance(
+            ref_labels.to_numpy(zero_copy_only=False), ref_features[PREDICTION].to_numpy(zero_copy_only=False),
+            scores=ref_scores).to_dict()
+    data = WindowData(cur_features, cur_labels, cur_scores, [])
+    return check_window(summarize(ref_features, source=str(reference) if not isinstance(reference, pa.Table)
+                                  else None), data, options, reference_performance)

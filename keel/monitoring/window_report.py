@@ -24,17 +24,20 @@ __all__ = ["render_result_html", "result_from_dict"]
 _NAMES = {**vars(result), **vars(harm)}
 
 
-def result_from_dict(doc: dict[str, Any]) -> DriftResult:
-    """The :class:`DriftResult` (with performance and fairness) that a stored JSON result holds."""
-    return _build(DriftResult, doc)
+def result_from_dict(doc: dict[str, Any], *, with_prediction: bool = False) -> DriftResult:
+    """The :class:`DriftResult` (with performance and fairness) that a stored JSON result holds.
+
+    ``with_prediction`` appends the prediction-drift column (role ``prediction``) to the columns.
+    """
+    drift = _build(DriftResult, doc)
+    if with_prediction and doc.get("prediction_drift"):
+        drift = dataclasses.replace(drift, columns=[*drift.columns, _build(ColumnResult, doc["prediction_drift"])])
+    return drift
 
 
 def render_result_html(doc: dict[str, Any], title: str = "keel monitor window") -> str:
     """The drift report of a stored window, with its alerts and the prediction-drift row."""
-    drift = result_from_dict(doc)
-    if doc.get("prediction_drift"):
-        drift = dataclasses.replace(drift, columns=[*drift.columns, _build(ColumnResult, doc["prediction_drift"])])
-    page = render_html(drift, title)
+    page = render_html(result_from_dict(doc, with_prediction=True), title)
     window = doc.get("monitor") or {}
     lines = [f"<div class='muted'>model {escape(str(window.get('model_uri', '')))}, window "
              f"{window.get('start_ms')} .. {window.get('end_ms')} (epoch ms), "

@@ -127,3 +127,43 @@ def test_errors_exit_1_with_one_line(env: dict[str, str], files: dict[str, Path]
     proc = run_cli(env, "monitor", "drift", *[a.format(**paths) for a in args], check=False)
     assert proc.returncode == 1
     assert message in proc.stderr and proc.stderr.strip().count("\n") == 0, proc.stderr
+
+
+def _scored(seed: int, n: int, shift_b: float = 0.0, unfair: bool = False, wrong: bool = False) -> pa.Table:
+    """Inputs, a model's answers and labels: the answer follows a and b; ``unfair`` approves all of group 1."""
+    rng = np.random.default_rng(seed)
+    a, b, group = rng.normal(0, 1, n), rng.normal(0, 1, n) + shift_b, rng.integers(0, 2, n)
+    score = 1 / (1 + np.exp(-(a + b)))
+    y = (rng.random(n) < score).astype(int)
+    pred = (score > 0.5).astype(int)
+    if unfair:
+        pred = np.where(group == 1, 1, pred)
+    return pa.table({"a": a, "b": b, "group": group, "pred": pred, "score": score, "y": 1 - y if wrong else y})
+
+
+def test_drift_with_answers_and_labels_checks_prediction_drift_performance_and_fairness(env, tmp_path):
+    ref, same, bad = tmp_path / "ref.parquet", tmp_path / "same.parquet", tmp_path / "bad.parquet"
+    pq.write_table(_scored(0, 4000), ref)
+    pq.write_table(_scored(1, 4000), same)
+    pq.write_table(_scored(2, 4000, shift_b=1.0, unfair=True, wrong=True), bad)
+    harm = ["--prediction", "pred", "--target", "y", "--score", "score", "--sensitive", "group", "--json"]
+
+    ok = run_cli(env, "monitor", "drift", str(ref), str(same), *harm)
+    doc = json.loads(ok.stdout)
+    assert doc["alerts"] == [] and doc["prediction_drift"]["drift"]["status"] == "no_drift"
+    assert doc["performance"]["comparison"]["degraded"] is False and doc["fairness"]["status"] == "pass"
+
+    failed = run_cli(env, "monitor", "drift", str(ref), str(bad), *harm, "--out", str(tmp_path / "r.html"),
+                     check=False)
+    assert failed.returncode == 3, failed.stderr
+    doc = json.loads(failed.stdout)
+    assert doc["drifted_columns"] == ["b"]  # score and labels are not inputs: they are left out of data drift
+    assert doc["prediction_drift"]["drift"]["status"] == "drift"
+    assert doc["performance"]["metrics"]["accuracy"] < 0.5 and doc["performance"]["metrics"]["roc_auc"] < 0.5
+    assert doc["fairness"]["demographic_parity_difference"] > 0.2
+    assert [a.split(":")[0] for a in doc["alerts"]] == ["prediction drift", "performance", "fairness across group"]
+    assert "fairness across group" in (tmp_path / "r.html").read_text()
+
+    missing = run_cli(env, "monitor", "drift", str(ref), str(same), "--prediction", "nope", check=False)
+    assert missing.returncode == 1
+    assert "--prediction column 'nope' is not in the reference data" in missing.stderr
