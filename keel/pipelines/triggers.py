@@ -4,6 +4,9 @@
   content hash, so a new file, or a file whose content changed, fires once.
 - ``schedule``: cron syntax (croniter); after downtime only the latest missed
   tick fires, not every one.
+- ``monitor_alert``: each window of a monitor (keel/service/monitors.py)
+  that alerted after the trigger was created fires once, keyed by the
+  window result's id: drift or harm in served traffic starts a retrain.
 - ``manual``: ``keel triggers fire NAME``.
 
 The action is a retrain (keel/service/retrain.py) or a pipeline run, with
@@ -26,6 +29,7 @@ from keel.service import triggers as service
 from keel.settings import Settings
 
 log = logging.getLogger("keel.triggers")
+_ALERTS_LOOKED_AT = 100  # newest window results a pass looks at per monitor-alert trigger
 
 
 def check_cron(expr: Any) -> str:
@@ -62,8 +66,16 @@ def file_key(path: str) -> str:
     return f"{digest.hexdigest()}:{path}"[:1024]
 
 
-def due(trigger: service.Trigger, claimed: set[str], now: datetime) -> list[tuple[str, dict[str, Any]]]:
-    """(dedupe key, details) of every firing this trigger owes now."""
+def due(trigger: service.Trigger, claimed: set[str], now: datetime,
+        ctx: Any = None) -> list[tuple[str, dict[str, Any]]]:
+    """(dedupe key, details) of every firing this trigger owes now (``ctx``: the store, for monitor alerts)."""
+    if trigger.kind == "monitor_alert":
+        from keel.service.monitors import list_results
+
+        alerted = [r for r in reversed(list_results(ctx, trigger.spec["monitor"], limit=_ALERTS_LOOKED_AT))
+                   if r.status == "alert" and r.created_at >= trigger.created_at]
+        return [(f"monitor-result:{r.id}", {"monitor": r.monitor, "result_id": r.id, "alerts": r.alerts})
+                for r in alerted if f"monitor-result:{r.id}" not in claimed]
     if trigger.kind == "new_data":
         events = []
         for path in list_files(trigger.spec["path"]):
@@ -138,7 +150,7 @@ def scheduler_pass(ctx: Any, settings: Settings, *, now: datetime | None = None,
         if not trigger.enabled or trigger.kind == "manual":
             continue
         try:
-            events = due(trigger, service.claimed_keys(ctx, trigger.id), now)
+            events = due(trigger, service.claimed_keys(ctx, trigger.id), now, ctx)
         except Exception as exc:  # noqa: BLE001 - an unreachable folder skips this trigger this pass
             report(f"trigger {trigger.name}: cannot check it: {type(exc).__name__}: {exc}")
             continue

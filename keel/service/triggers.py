@@ -20,7 +20,7 @@ from keel.service.tracking import now_ms
 from keel.store.schema import trigger_firings, triggers
 from keel.store.sql import Tx
 
-KINDS = ("new_data", "schedule", "manual")
+KINDS = ("new_data", "schedule", "monitor_alert", "manual")
 RUNNING, SUCCEEDED, FAILED, BASELINE = "running", "succeeded", "failed", "baseline"
 
 
@@ -57,16 +57,22 @@ def check_trigger(kind: str, spec: dict[str, Any], action: dict[str, Any]) -> No
         from keel.pipelines.triggers import check_cron
 
         check_cron(spec.get("cron"))
+    if kind == "monitor_alert" and not isinstance(spec.get("monitor"), str):
+        raise InvalidInput("a monitor-alert trigger needs --monitor: the monitor whose alerts fire it")
     if ("retrain" in action) == ("pipeline" in action):
         raise InvalidInput("a trigger needs exactly one action: --retrain MODEL or --pipeline FILE")
     if kind != "new_data" and "retrain" in action and not action.get("data"):
-        raise InvalidInput("a schedule or manual retrain needs --data: the file to retrain on")
+        raise InvalidInput("a schedule, monitor-alert or manual retrain needs --data: the file to retrain on")
 
 
 def create_trigger(ctx: Context, name: str, kind: str, spec: dict[str, Any], action: dict[str, Any], *,
                    baseline: list[str] = ()) -> Trigger:
     """Create a trigger; ``baseline`` keys (files already there) are recorded as never to fire."""
     check_trigger(kind, spec, action)
+    if kind == "monitor_alert":
+        from keel.service.monitors import get_monitor
+
+        get_monitor(ctx, spec["monitor"])  # NotFound names it
     if not name or len(name) > 256:
         raise InvalidInput(f"trigger name must be 1 to 256 characters, got {name!r}")
 
