@@ -24,8 +24,7 @@ from keel.errors import InvalidInput, KeelError, NotFound
 from keel.service.context import Context
 from keel.service.tracking import require_run
 from keel.store.schema import (
-    artifacts, datasets, experiments, model_aliases, model_versions, monitor_results, monitors, promotion_requests,
-    run_inputs, runs,
+    artifacts, datasets, experiments, model_aliases, model_versions, promotion_requests, run_inputs, runs,
 )
 
 DIRECTIONS = ("both", "up", "down")
@@ -69,8 +68,8 @@ class Edge:
 
 
 # Order of kinds in to_dict(): the order of the loop, data first.
-KIND_ORDER = ("dataset_name", "dataset", "run", "model", "version", "promotion", "monitor_result")
-_MONITOR_RESULTS_SHOWN = 50  # newest window results per version in a graph
+KIND_ORDER = ("dataset_name", "dataset", "run", "model", "version", "promotion", "gate", "deployment",
+              "monitor_result")
 
 
 @dataclass(frozen=True)
@@ -430,38 +429,6 @@ def _version_promoted(reader: _Reader, node: Node) -> list[Link]:
     return [(_version_node(reader, node.attrs["name"], node.attrs["version"]), {})]
 
 
-def _monitor_results_of(reader: _Reader, node: Node) -> list[Link]:
-    name, version = node.attrs["name"], node.attrs["version"]
-    escaped = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    rows = reader.rows(sa.select(monitor_results, monitors.c.name.label("monitor"), monitors.c.model_uri)
-                       .join(monitors, monitors.c.id == monitor_results.c.monitor_id)
-                       .where(sa.or_(monitors.c.model_uri.like(f"models:/{escaped}/%", escape="\\"),
-                                     monitors.c.model_uri.like(f"models:/{escaped}@%", escape="\\")))
-                       .order_by(monitor_results.c.start_ms.desc(), monitor_results.c.id))
-    seen = [r for r in rows if version in (r.versions or [])][:_MONITOR_RESULTS_SHOWN]
-    return [(_monitor_result_node(r), {}) for r in seen]
-
-
-def _monitored_versions(reader: _Reader, node: Node) -> list[Link]:
-    name = _MODELS_NAME.match(node.attrs["model_uri"])
-    if name is None:
-        return []
-    return [(_version_node(reader, name["name"], v), {}) for v in node.attrs["versions"]
-            if reader.rows(sa.select(model_versions.c.version).where(
-                model_versions.c.name == name["name"], model_versions.c.version == v))]
-
-
-def _monitor_result_node(row: Any) -> Node:
-    attrs = {"result_id": row.id, "monitor": row.monitor, "model_uri": row.model_uri, "start_ms": row.start_ms,
-             "end_ms": row.end_ms, "rows": row.rows, "status": row.status, "alerts": list(row.alerts),
-             "versions": list(row.versions)}
-    label = f"monitor {row.monitor}: {row.rows} rows, {row.status}"
-    return Node(f"monitor-result:{row.id}", "monitor_result", label, attrs)
-
-
-_MODELS_NAME = re.compile(r"^models:/(?P<name>[^/@]+)")
-
-
 RELATIONS: tuple[Relation, ...] = (
     Relation("has_digest", "dataset_name", "dataset", _digests_of, _no_links),
     Relation("used_by", "dataset", "run", _runs_using, _datasets_used),
@@ -469,5 +436,11 @@ RELATIONS: tuple[Relation, ...] = (
     Relation("logged", "run", "model", _models_logged, _logging_run),
     Relation("registered_as", "model", "version", _versions_of, _model_of),
     Relation("requested", "version", "promotion", _promotions_of, _version_promoted),
-    Relation("monitored_by", "version", "monitor_result", _monitor_results_of, _monitored_versions),
 )
+
+# The operating side of the loop (deployments, monitor results, gate
+# decisions, retrain runs) lives in its own module; it builds nodes with the
+# functions above, so it is imported once they exist.
+from keel.service.lineage_ops import OPERATING_RELATIONS  # noqa: E402
+
+RELATIONS = RELATIONS + OPERATING_RELATIONS

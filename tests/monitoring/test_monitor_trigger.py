@@ -80,3 +80,15 @@ def test_alerting_windows_fire_the_trigger_once_each(client, tmp_path):
     assert sorted(f.dedupe_key for f in firings) == sorted(f"monitor-result:{r.id}" for r in results[1:])
     assert {f.status for f in firings} == {"succeeded"}
     assert all(f.outcome["pipeline_run_id"] for f in firings)
+
+    # Lineage, both ways: version -> its window results -> the runs their alerts started.
+    from keel.service.lineage import build_graph
+
+    graph = build_graph(ctx, "models:/m/1", direction="down")
+    assert sorted(n.attrs["status"] for n in graph.of_kind("monitor_result")) == ["alert", "alert", "ok"]
+    triggered = {(e.source, e.target) for e in graph.edges if e.kind == "triggered"}
+    assert triggered == {(f"monitor-result:{f.dedupe_key.split(':', 1)[1]}", f"runs:/{f.outcome['pipeline_run_id']}")
+                         for f in firings}
+    run_id = firings[0].outcome["pipeline_run_id"]
+    up = build_graph(ctx, f"runs:/{run_id}", direction="up")
+    assert "models:/m/1" in up.nodes and any(n.kind == "monitor_result" for n in up.nodes.values())

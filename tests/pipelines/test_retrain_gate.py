@@ -85,6 +85,15 @@ def test_a_better_challenger_gets_a_request_and_production_moves_only_on_another
     [decision] = decisions_for(client.ctx, "churn", 2)
     assert decision.blessed and decision.promotion_request_id == result.promotion_request_id
 
+    # Lineage: the challenger comes from a replay of the champion's pipeline run, through its gate decision.
+    from keel.service.lineage import build_graph
+
+    graph = build_graph(client.ctx, "models:/churn/2")
+    [gate] = graph.of_kind("gate")
+    assert gate.attrs["blessed"] and gate.attrs["champion_version"] == 1
+    replays = [e for e in graph.edges if e.kind == "replayed_as"]
+    assert [e.target for e in replays] == [f"runs:/{result.pipeline_run_id}"]
+
 
 def test_an_unprotected_alias_whose_policy_allows_it_moves_at_once(churn_project, settings, client):
     run_file(churn_project / "pipe.py", {"data": str(churn_project / "weak.csv")}, settings=settings)
