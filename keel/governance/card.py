@@ -86,7 +86,7 @@ def _outline(card: dict[str, Any]) -> list[tuple[str, list[Block]]]:
     sections.append(("Model parameters", blocks))
     sections.append(("Data", _data(params["data"])))
     sections.append(("Quantitative analysis", _metrics(card["quantitative_analysis"]["metrics"])))
-    sections.append(("Fairness", _placeholder(card["fairness"])))
+    sections.append(("Fairness", _fairness(card["fairness"])))
     sections.append(("Explanation", _explanation(card.get("explanation"))))
     env = card["environment"]
     sections.append(("Environment", [
@@ -99,7 +99,9 @@ def _outline(card: dict[str, Any]) -> list[tuple[str, list[Block]]]:
         ("table", ["package", "version"], [[k, v] for k, v in env["packages"].items()])
         if env["packages"] else ("note", "No requirements.lock in the bundle.")]))
     sections.append(("Approvals", _approvals(card["approvals"])))
-    sections.append(("Monitoring", _placeholder(card["monitoring"])))
+    if "gate" in card:  # cards written before the gate existed have no such key
+        sections.append(("Champion/challenger gate", _gate(card["gate"])))
+    sections.append(("Monitoring", _monitoring(card["monitoring"])))
     record = card["record"]
     sections.append(("Card record", [("table", ["level", "fields", "last written"], [
         [level, ", ".join(w["fields"]) or "none", f"{w['updated_at']} by {w['updated_by']}"]
@@ -183,7 +185,46 @@ def _approvals(requests: list[dict[str, Any]]) -> list[Block]:
 
 
 def _placeholder(section: dict[str, Any]) -> list[Block]:
-    return [("note", f"Status: {section.get('status')}.")]
+    note = f" ({section['note']})" if section.get("note") else ""
+    return [("note", f"Status: {section.get('status')}{note}.")]
+
+
+def _fairness(fair: dict[str, Any]) -> list[Block]:
+    if fair.get("status") != "available":
+        return _placeholder(fair)
+    return [("note", f"Across {fair['sensitive']}, from monitor {fair['monitor']} (window ending "
+                     f"{fair['window_end_ms']} ms): {fair['verdict']}."),
+            ("table", ["measure", "value"], [
+                ["Demographic parity difference", fair["demographic_parity_difference"]],
+                ["Demographic parity ratio", fair["demographic_parity_ratio"]],
+                ["Equalized odds difference", fair["equalized_odds_difference"]]]),
+            ("table", ["limit", "value", "bound", "verdict"],
+             [[c.get("name"), c.get("value"), c.get("limit"), c.get("status")] for c in fair["checks"]]),
+            ("table", ["group", "rows", "selection rate", "accuracy", "TPR", "FPR"],
+             [[g["group"], g["count"], g["selection_rate"], g["accuracy"], g["true_positive_rate"],
+               g["false_positive_rate"]] for g in fair["groups"]])]
+
+
+def _gate(gate: dict[str, Any]) -> list[Block]:
+    if gate.get("status") != "available":
+        return _placeholder(gate)
+    blocks: list[Block] = []
+    for d in gate["decisions"]:
+        blocks.append(("h", f"{'blessed' if d['blessed'] else 'not blessed'} against champion "
+                            f"version {d['champion_version'] or '-'}"))
+        blocks.append(("table", ["check", "passed", "detail"],
+                       [[c.get("name"), c.get("passed"), c.get("detail")] for c in d["checks"]]))
+        if d["reasons"]:
+            blocks.append(("note", "Why not: " + "; ".join(d["reasons"])))
+    return blocks
+
+
+def _monitoring(mon: dict[str, Any]) -> list[Block]:
+    if mon.get("status") != "available":
+        return _placeholder(mon)
+    return [("table", ["monitor", "windows", "alerting", "latest status", "latest rows", "latest alerts"],
+             [[m["monitor"], m["windows"], m["alerting_windows"], m["latest"]["status"], m["latest"]["rows"],
+               "; ".join(m["latest"]["alerts"]) or "none"] for m in mon["monitors"]])]
 
 
 def _fmt(value: Any) -> str:

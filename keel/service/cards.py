@@ -165,10 +165,12 @@ def written_fields(conn: sa.Connection, name: str, version: int) -> tuple[list[s
 def build_card(ctx: Context, uri: str) -> dict[str, Any]:
     """Assemble the card of the version ``uri`` (``models:/NAME/VERSION`` or ``models:/NAME@ALIAS``).
 
-    Returns a JSON-ready dict with schema ``keel.card/1``; fairness and
-    monitoring are placeholders (``{"status": "not yet available"}``) until
-    keel computes them.
+    Returns a JSON-ready dict with schema ``keel.card/1``. Fairness,
+    monitoring and the gate come from the version's life in operation
+    (``keel.service.card_ops``); each says ``not yet available`` and why until
+    there is something to show.
     """
+    from keel.service.card_ops import fairness_section, gate_section, monitoring_section
     from keel.service.datasets import run_datasets
     from keel.service.tracking import get_run
 
@@ -214,7 +216,7 @@ def build_card(ctx: Context, uri: str) -> dict[str, Any]:
         },
         "quantitative_analysis": {"metrics": split_metrics({k: _number(v) for k, v in run.metrics.items()})},
         "considerations": {k: v for k, v in user.items() if CARD_FIELDS[k] == "considerations"},
-        "fairness": {"status": NOT_AVAILABLE},
+        "fairness": fairness_section(ctx, mv.name, mv.version),
         "explanation": _explanation(ctx, mv),
         "environment": {
             "python": lock.get("python") or env.get("python"),
@@ -226,7 +228,8 @@ def build_card(ctx: Context, uri: str) -> dict[str, Any]:
         },
         "aliases": list(mv.aliases),
         "approvals": [_request(r) for r in requests],
-        "monitoring": {"status": NOT_AVAILABLE},
+        "gate": gate_section(ctx, mv.name, mv.version),
+        "monitoring": monitoring_section(ctx, mv.name, mv.version),
         "record": {
             "model_fields": _written(rows.get("model")), "version_fields": _written(rows.get("version")),
             "field_origin": dict(sorted(origin.items())),

@@ -111,8 +111,10 @@ def test_card_names_data_params_metrics_and_environment(ctx, settings):
     assert env["python"] == platform.python_version()
     assert env["packages"]["scikit-learn"] == sklearn.__version__
     assert env["entry_point"] and "source_commit" in env and "source_dirty" in env
-    assert card["fairness"] == {"status": "not yet available"}
-    assert card["monitoring"] == {"status": "not yet available"}
+    # Before any monitor or retrain: each section says what would fill it.
+    assert card["fairness"]["status"] == "not yet available" and "--sensitive" in card["fairness"]["note"]
+    assert card["monitoring"]["status"] == "not yet available" and "keel monitor create" in card["monitoring"]["note"]
+    assert card["gate"]["status"] == "not yet available" and "keel retrain" in card["gate"]["note"]
     assert card["explanation"] is None and card["approvals"] == [] and card["aliases"] == []
     json.dumps(card, allow_nan=False)  # strict JSON
 

@@ -154,6 +154,11 @@ def test_monitor_detects_injected_drift_fires_webhook_and_records_it(served):
     audit = run_cli(env, "audit", "log", "--json").stdout
     assert "monitor.alert" in audit and "monitor.result" in audit
     run_cli(env, "audit", "verify")
+    card = json.loads(run_cli(env, "card", "models:/credit/1", "--format", "json").stdout)
+    [watched] = card["monitoring"]["monitors"]
+    assert watched["monitor"] == "credit" and watched["windows"] == 2 and watched["alerting_windows"] == 1
+    assert card["fairness"]["status"] == "available" and card["fairness"]["sensitive"] == "group"
+    assert card["fairness"]["verdict"] == "fail" and {g["group"] for g in card["fairness"]["groups"]} == {"0", "1"}
     lineage = json.loads(run_cli(env, "lineage", "models:/credit/1", "--json").stdout)
     monitored = [n for n in lineage["nodes"] if n["kind"] == "monitor_result"]
     assert {n["attrs"]["status"] for n in monitored} == {"ok", "alert"}

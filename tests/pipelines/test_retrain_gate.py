@@ -93,6 +93,12 @@ def test_a_better_challenger_gets_a_request_and_production_moves_only_on_another
     assert gate.attrs["blessed"] and gate.attrs["champion_version"] == 1
     replays = [e for e in graph.edges if e.kind == "replayed_as"]
     assert [e.target for e in replays] == [f"runs:/{result.pipeline_run_id}"]
+    # ... and its model card shows the decision with its numbers.
+    from keel.service.cards import build_card
+
+    [shown] = build_card(client.ctx, "models:/churn/2")["gate"]["decisions"]
+    assert shown["blessed"] and shown["champion_version"] == 1
+    assert any(c["name"].startswith("tolerance") or "accuracy" in c["name"] for c in shown["checks"])
 
 
 def test_an_unprotected_alias_whose_policy_allows_it_moves_at_once(churn_project, settings, client):
