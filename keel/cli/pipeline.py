@@ -18,7 +18,10 @@ def run(
     file: Path = typer.Argument(..., help="A Python file defining a @keel.pipeline function."),
     param: list[str] = typer.Option([], "--param", "-p", help="NAME=VALUE, repeatable (typed like the default)."),
     pipeline: str = typer.Option(None, "--pipeline", help="Which pipeline, when the file defines several."),
-    executor: str = typer.Option("inprocess", "--executor", help="inprocess, subprocess."),
+    executor: str = typer.Option("inprocess", "--executor", help="inprocess, subprocess, ray."),
+    ray_address: str = typer.Option(None, "--ray-address", help="With --executor ray: the cluster (ray://head:10001 "
+                                                                "or host:port; env KEEL_RAY_ADDRESS); default: "
+                                                                "what ray.init() finds, else a local instance."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Rerun every step (the cache is still filled)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
@@ -28,13 +31,22 @@ def run(
 
     pipe = find_pipeline(load_file(file), pipeline)
     result = run_pipeline(pipe, parse_params(pipe, param), executor=executor, cache=not no_cache,
-                          settings=settings_from(ctx))
+                          settings=settings_from(ctx), executor_options=executor_options(executor, ray_address))
     if as_json:
         return print_json(_summary(result))
     out.print(f"pipeline {result.pipeline}: run {result.run_id} {result.status}", markup=False)
     for name, step in result.steps.items():
         extra = f" (from run {step.cached_from})" if step.cached_from else ""
         out.print(f"  {name:24} {step.status}{extra}", markup=False)
+
+
+def executor_options(executor: str, ray_address: str | None) -> dict:
+    """Options of the chosen executor from CLI flags (``--ray-address`` only means something to Ray)."""
+    if ray_address and executor != "ray":
+        from keel.errors import InvalidInput
+
+        raise InvalidInput(f"--ray-address needs --executor ray (got --executor {executor})")
+    return {"address": ray_address} if ray_address else {}
 
 
 def _summary(result) -> dict:

@@ -298,7 +298,7 @@ class _Run:
     def _finish(self, node: Node, key: str, child: str, result: StepResult) -> None:
         if result.log:
             try:
-                self.client.log_artifact(child, result.log, "logs")
+                self.client.log_artifact(child, result.log, "logs/step.log")
             except (OSError, KeelError):
                 pass  # the log is a convenience; the result is what counts
         if result.ok:

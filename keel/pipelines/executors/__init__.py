@@ -14,6 +14,7 @@ from keel.errors import InvalidInput
 EXECUTORS: dict[str, str] = {
     "inprocess": "keel.pipelines.executors.inprocess:InProcessExecutor",
     "subprocess": "keel.pipelines.executors.local:SubprocessExecutor",
+    "ray": "keel.pipelines.executors.ray:RayExecutor",
 }
 
 
