@@ -127,6 +127,20 @@ def explain(uri: str, data: Any, *, target: str | None = None, n_repeats: int = 
     return explain_version(_ctx(settings), uri, data, target=target, n_repeats=n_repeats, store=store, **options)
 
 
+def evaluate_fairness(uri: str, data: Any, *, sensitive: str, target: str | None = None,
+                      limits: dict[str, float] | None = None, store: bool = True,
+                      settings: Settings | None = None, **options: Any) -> dict[str, Any]:
+    """Fairness of a registered version on ``data`` across ``sensitive``'s groups, kept with the version.
+
+    A promotion policy's ``fairness`` limits judge the newest such evaluation
+    (see docs/governance.md); the model card shows it.
+    """
+    from keel.service.fairness_eval import evaluate_version
+
+    return evaluate_version(_ctx(settings), uri, data, sensitive=sensitive, target=target, limits=limits,
+                            store=store, **options)
+
+
 def explain_rows(model_or_uri: Any, X: Any, *, settings: Settings | None = None, **options: Any) -> dict[str, Any]:
     """Per-row explanations (tree SHAP for tree models, else substitution against a background)."""
     from keel.service.explanations import explain_rows as rows

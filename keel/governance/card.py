@@ -192,8 +192,10 @@ def _placeholder(section: dict[str, Any]) -> list[Block]:
 def _fairness(fair: dict[str, Any]) -> list[Block]:
     if fair.get("status") != "available":
         return _placeholder(fair)
-    return [("note", f"Across {fair['sensitive']}, from monitor {fair['monitor']} (window ending "
-                     f"{fair['window_end_ms']} ms): {fair['verdict']}."),
+    where = (f"monitor {fair['monitor']} (window ending {fair['window_end_ms']} ms)" if fair.get("monitor")
+             else f"an evaluation on {(fair.get('evaluation') or {}).get('rows')} rows of "
+                  f"{(fair.get('evaluation') or {}).get('source')}")
+    return [("note", f"Across {fair['sensitive']}, from {where}: {fair['verdict']}."),
             ("table", ["measure", "value"], [
                 ["Demographic parity difference", fair["demographic_parity_difference"]],
                 ["Demographic parity ratio", fair["demographic_parity_ratio"]],

@@ -11,6 +11,8 @@ keel.toml::
     max_metrics = { log_loss = 0.35 }      # ... or <= ceiling
     require_card = true                    # default true for protected aliases
     require_reference_dataset = true       # default true for protected aliases
+    fairness = { max_parity_difference = 0.1, min_parity_ratio = 0.8 }   # judged on the
+                                           # newest `keel fairness` evaluation of the version
 
     [policy.aliases.staging]
     auto_approve = true                    # default for unprotected aliases
@@ -29,7 +31,11 @@ from typing import Any, Mapping
 from keel.errors import ConfigError
 
 DEFAULT_PROTECTED = ("production",)
-_ALIAS_KEYS = {"min_metrics", "max_metrics", "require_card", "require_reference_dataset", "auto_approve"}
+_ALIAS_KEYS = {"min_metrics", "max_metrics", "require_card", "require_reference_dataset", "auto_approve", "fairness"}
+# Fairness limits: the measure each bounds, and whether the bound is a ceiling (<=) or a floor (>=).
+FAIRNESS_LIMITS = {"max_parity_difference": ("demographic_parity_difference", "<="),
+                   "min_parity_ratio": ("demographic_parity_ratio", ">="),
+                   "max_equalized_odds_difference": ("equalized_odds_difference", "<=")}
 
 
 @dataclass(frozen=True)
@@ -41,11 +47,13 @@ class AliasPolicy:
     require_reference_dataset: bool
     min_metrics: Mapping[str, float] = field(default_factory=dict)
     max_metrics: Mapping[str, float] = field(default_factory=dict)
+    fairness: Mapping[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"alias": self.alias, "protected": self.protected, "auto_approve": self.auto_approve,
                 "require_card": self.require_card, "require_reference_dataset": self.require_reference_dataset,
-                "min_metrics": dict(self.min_metrics), "max_metrics": dict(self.max_metrics)}
+                "min_metrics": dict(self.min_metrics), "max_metrics": dict(self.max_metrics),
+                "fairness": dict(self.fairness)}
 
 
 @dataclass(frozen=True)
@@ -62,7 +70,8 @@ class Policy:
                               "protected alias (it needs an approver); remove it from protected_aliases instead")
         return AliasPolicy(alias, protected, auto, bool(raw.get("require_card", protected)),
                            bool(raw.get("require_reference_dataset", protected)),
-                           dict(raw.get("min_metrics", {})), dict(raw.get("max_metrics", {})))
+                           dict(raw.get("min_metrics", {})), dict(raw.get("max_metrics", {})),
+                           dict(raw.get("fairness", {})))
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,7 @@ class Evidence:
     card_updated: Mapping[str, Any] | None  # who/when of the newest card edit
     datasets: tuple[Mapping[str, Any], ...]  # datasets logged with the run (name, digest, rows, context)
     bundle: Mapping[str, Any]  # {"manifest_sha256": ..., "verified": bool, "detail": ...}
+    fairness: Mapping[str, Any] | None = None  # the newest keel.fairness/1 evaluation of the version
 
 
 @dataclass(frozen=True)
@@ -113,6 +123,13 @@ def load_policy(table: Mapping[str, Any]) -> Policy:
                     isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
                     for v in bounds.values()):
                 raise ConfigError(f"{where}: {key} must map metric names to finite numbers, got {bounds!r}")
+        limits = raw.get("fairness", {})
+        bad_limits = {k: v for k, v in (limits.items() if isinstance(limits, Mapping) else [])
+                      if k not in FAIRNESS_LIMITS or isinstance(v, bool) or not isinstance(v, (int, float))
+                      or not math.isfinite(v)}
+        if not isinstance(limits, Mapping) or bad_limits:
+            raise ConfigError(f"{where}: fairness must map {', '.join(FAIRNESS_LIMITS)} to finite numbers, "
+                              f"got {limits!r}")
         for key in ("require_card", "require_reference_dataset", "auto_approve"):
             if key in raw and not isinstance(raw[key], bool):
                 raise ConfigError(f"{where}: {key} must be true or false, got {raw[key]!r}")
@@ -139,7 +156,30 @@ def evaluate(policy: AliasPolicy, evidence: Evidence) -> list[Check]:
                   "the run logged no dataset: log the training data with keel.log_dataset so monitoring "
                   "has a reference")
         checks.append(Check("reference_dataset", present, detail, {"datasets": [dict(d) for d in evidence.datasets]}))
+    if policy.fairness:
+        checks.append(_fairness(policy.fairness, evidence.fairness))
     return checks
+
+
+def _fairness(limits: Mapping[str, float], evaluation: Mapping[str, Any] | None) -> Check:
+    """Every fairness limit of the policy, judged on the newest evaluation; one that cannot be judged fails."""
+    if evaluation is None:
+        return Check("fairness", False, "no fairness evaluation of this version: run `keel fairness URI DATA "
+                                        "--sensitive COLUMN [--target LABEL]`", {"limits": dict(limits)})
+    result = evaluation.get("result") or {}
+    verdicts = []
+    for name, bound in limits.items():
+        measure, op = FAIRNESS_LIMITS[name]
+        value = result.get(measure)
+        ok = value is not None and (value <= bound if op == "<=" else value >= bound)
+        shown = "not measurable" if value is None else f"{value:.4g}"
+        verdicts.append((ok, f"{measure} {shown} {'meets' if ok else 'FAILS'} {op} {bound:g}"))
+    detail = (f"across {result.get('sensitive')} on {(evaluation.get('data') or {}).get('rows')} rows: "
+              + "; ".join(text for _, text in verdicts))
+    return Check("fairness", all(ok for ok, _ in verdicts), detail,
+                 {"limits": dict(limits), "evaluated_at": evaluation.get("created_at"),
+                  "data": evaluation.get("data"), "sensitive": result.get("sensitive"),
+                  **{m: result.get(m) for m, _ in FAIRNESS_LIMITS.values()}})
 
 
 def _bound(key: str, bound: float, metrics: Mapping[str, float | None], op: str) -> Check:

@@ -54,23 +54,35 @@ def monitoring_section(ctx: Context, name: str, version: int) -> dict[str, Any]:
 
 
 def fairness_section(ctx: Context, name: str, version: int) -> dict[str, Any]:
-    """The fairness result of the newest window with one (a monitor created with ``--sensitive``)."""
+    """Fairness on served traffic (the newest monitor window with a sensitive column), else the newest
+    evaluation attached with ``keel fairness``."""
     for monitor, results in _windows(ctx, name, version).items():
         for r in results:
             if r.result_sha256 and r.summary.get("fairness"):
                 doc = json.loads(ctx.blobs.get_bytes(r.result_sha256, name=f"monitor result {r.id}"))
                 fair = doc.get("fairness") or {}
                 return {"status": AVAILABLE, "monitor": monitor, "result_id": r.id, "window_end_ms": r.end_ms,
-                        "sensitive": fair.get("sensitive"), "verdict": fair.get("status"),
-                        "demographic_parity_difference": fair.get("demographic_parity_difference"),
-                        "demographic_parity_ratio": fair.get("demographic_parity_ratio"),
-                        "equalized_odds_difference": fair.get("equalized_odds_difference"),
-                        "checks": fair.get("checks", []),
-                        "groups": [{k: g.get(k) for k in ("group", "count", "selection_rate", "accuracy",
-                                                          "true_positive_rate", "false_positive_rate")}
-                                   for g in fair.get("groups", [])]}
-    return {"status": NOT_AVAILABLE, "note": "no monitor measures fairness of this version "
-                                             "(keel monitor create ... --sensitive COLUMN)"}
+                        **_fair_fields(fair)}
+    from keel.service.fairness_eval import newest
+
+    evaluation = newest(ctx, name, version)
+    if evaluation is not None:
+        fair = evaluation["result"]
+        return {"status": AVAILABLE, "monitor": None, "evaluation": evaluation["data"],
+                "evaluated_at": evaluation["created_at"], **_fair_fields(fair)}
+    return {"status": NOT_AVAILABLE, "note": "no fairness evaluation (keel fairness URI DATA --sensitive COLUMN) "
+                                             "and no monitor measuring it (keel monitor create ... --sensitive)"}
+
+
+def _fair_fields(fair: dict[str, Any]) -> dict[str, Any]:
+    return {"sensitive": fair.get("sensitive"), "verdict": fair.get("status"),
+            "demographic_parity_difference": fair.get("demographic_parity_difference"),
+            "demographic_parity_ratio": fair.get("demographic_parity_ratio"),
+            "equalized_odds_difference": fair.get("equalized_odds_difference"),
+            "checks": fair.get("checks", []),
+            "groups": [{k: g.get(k) for k in ("group", "count", "selection_rate", "accuracy",
+                                              "true_positive_rate", "false_positive_rate")}
+                       for g in fair.get("groups", [])]}
 
 
 def _windows(ctx: Context, name: str, version: int) -> dict[str, list[Any]]:

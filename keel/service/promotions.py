@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from keel.errors import Conflict, IntegrityError, InvalidInput, NotFound, PermissionDenied, PolicyViolation
 from keel.governance import policy as rules
+from keel.service import fairness_eval
 from keel.governance.roles import APPROVER, EDITOR, VIEWER, allows
 from keel.service.cards import written_fields
 from keel.service.context import Context
@@ -211,7 +212,7 @@ def _evidence(ctx: Context, conn: sa.Connection, name: str, version: int) -> rul
     return rules.Evidence(metrics=metrics, card_fields=tuple(card_fields), card_updated=card_updated,
                           datasets=tuple({"id": d.id, "name": d.name, "digest": d.digest, "rows": d.num_rows,
                                           "context": d.context} for d in used),
-                          bundle=_bundle(ctx, row.manifest_sha256))
+                          bundle=_bundle(ctx, row.manifest_sha256), fairness=fairness_eval.newest(ctx, name, version))
 
 
 def _bundle(ctx: Context, sha: str) -> dict[str, Any]:
