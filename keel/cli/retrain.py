@@ -27,9 +27,17 @@ def retrain(
     ceiling: list[str] = typer.Option([], "--ceiling", help="METRIC=VALUE maximum (rmse, mae, ...), repeatable."),
     tolerance: list[str] = typer.Option([], "--tolerance", help="METRIC=VALUE: how much worse than the champion "
                                                                 "is allowed, repeatable."),
-    executor: str = typer.Option("inprocess", "--executor", help="inprocess, subprocess."),
+    sensitive: Optional[str] = typer.Option(None, "--sensitive", help="Column of the evaluation data to measure "
+                                                                      "the challenger's fairness across."),
+    fairness: list[str] = typer.Option([], "--fairness", help="LIMIT=VALUE: max_parity_difference, "
+                                                              "min_parity_ratio, max_equalized_odds_difference."),
+    executor: str = typer.Option("inprocess", "--executor", help="inprocess, subprocess, ray."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --executor ray: the cluster "
+                                                                          "(env KEEL_RAY_ADDRESS)."),
     strict: bool = typer.Option(False, "--strict", help="Refuse when the environment differs from the recorded "
                                                         "lock (default: warn)."),
+    env: str = typer.Option("current", "--env", help="current: replay in this environment; build: build a venv "
+                                                     "from the recorded lock (once, then reused) and replay there."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Rerun every step."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
@@ -39,18 +47,28 @@ def retrain(
     stopped it (the reasons are printed); 1: an error. Thresholds may also come from
     keel.toml: [gate] floors = {accuracy = 0.8}, tolerances = {accuracy = 0.01}.
     """
+    from keel.cli.pipeline import executor_options
     from keel.pipelines.gate import GateSpec
+    from keel.pipelines.replay import ENVS
     from keel.service.retrain import retrain as run_retrain
     from keel.settings import load_toml
 
+    if env not in ENVS:
+        from keel.errors import InvalidInput
+
+        raise InvalidInput(f"--env must be one of {', '.join(ENVS)}, got {env!r}")
+    options = executor_options(executor, ray_address)
     config = load_toml().get("gate", {})
     spec = None
-    if floor or ceiling or tolerance or config:
+    if floor or ceiling or tolerance or config or sensitive or fairness:
         spec = GateSpec(floors={**_numbers(config.get("floors", {}), "[gate] floors"), **_pairs(floor, "--floor")},
                         ceilings={**_numbers(config.get("ceilings", {}), "[gate] ceilings"),
                                   **_pairs(ceiling, "--ceiling")},
                         tolerances={**_numbers(config.get("tolerances", {}), "[gate] tolerances"),
-                                    **_pairs(tolerance, "--tolerance")})
+                                    **_pairs(tolerance, "--tolerance")},
+                        sensitive=sensitive or config.get("sensitive"),
+                        fairness={**_numbers(config.get("fairness", {}), "[gate] fairness"),
+                                  **_pairs(fairness, "--fairness")})
     named = [d for d in data if "=" in d and "://" not in d.split("=", 1)[0]]
     given: Any = dict(d.split("=", 1) for d in named) if named else data[0]
     if len(data) > 1 and len(named) != len(data):
@@ -58,13 +76,16 @@ def retrain(
 
         raise InvalidInput("with several --data options, give each as NAME=URI")
     result = run_retrain(name, given, target=target, eval_data=eval_data, holdout=holdout, seed=seed, alias=alias,
-                         spec=spec, executor=executor, strict=strict, cache=not no_cache,
-                         settings=settings_from(ctx))
+                         spec=spec, executor=executor, strict=strict, cache=not no_cache, env=env,
+                         executor_options=options, settings=settings_from(ctx))
     if as_json:
         print_json(result)
     else:
         out.print(f"retrained {name}: pipeline run {result.pipeline_run_id} (replay of {result.replay_of}) "
                   f"-> challenger models:/{name}/{result.challenger}", markup=False)
+        if result.environment:
+            out.print(f"  trained in the recorded environment, built from its lock: {result.environment}",
+                      markup=False)
         for who, numbers in result.scores.items():
             shown = ", ".join(f"{k}={v:.6g}" for k, v in numbers.items())
             out.print(f"  {who:10} {shown}", markup=False)

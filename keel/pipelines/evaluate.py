@@ -49,14 +49,19 @@ def split_holdout(path: str | Path, folder: Path, *, fraction: float, seed: int)
     return train, holdout
 
 
-def score(model: Any, frame: Any, target: str) -> tuple[str, dict[str, float]]:
-    """(task, metrics) of a loaded model on ``frame``: classification if it has predict_proba."""
+def score(model: Any, frame: Any, target: str, ignore: tuple[str, ...] = ()) -> tuple[str, dict[str, float]]:
+    """(task, metrics) of a loaded model on ``frame``: classification if it has predict_proba.
+
+    ``ignore``: columns of ``frame`` that are not for the model unless its signature names them
+    (the gate's sensitive column).
+    """
     import numpy as np
     from sklearn import metrics
 
     if target not in frame.columns:
         raise InvalidInput(f"evaluation data has no target column {target!r}; columns: {', '.join(frame.columns)}")
-    X, y = frame.drop(columns=[target]), frame[target].to_numpy()
+    dropped = [target] + [c for c in ignore if c in frame.columns and not takes(model, c)]
+    X, y = _inputs(model, frame.drop(columns=dropped)), frame[target].to_numpy()
     predicted = np.asarray(model.predict(X)).reshape(len(X), -1)[:, 0] if len(X) else np.asarray([])
     if getattr(model, "has_proba", False):
         result = {"accuracy": float(metrics.accuracy_score(y, predicted))}
@@ -67,3 +72,32 @@ def score(model: Any, frame: Any, target: str) -> tuple[str, dict[str, float]]:
     err = predicted.astype(float) - y.astype(float)
     return "regression", {"rmse": float(np.sqrt(np.mean(err ** 2))), "mae": float(np.mean(np.abs(err))),
                           "r2": float(metrics.r2_score(y, predicted))}
+
+
+def takes(model: Any, column: str) -> bool:
+    """Whether the model's signature names ``column`` as an input (a model without one takes none by name)."""
+    signature = getattr(model, "signature", None)
+    return bool(signature is not None and signature.columnar and column in {s.name for s in signature.inputs})
+
+
+def _inputs(model: Any, frame: Any) -> Any:
+    """The columns the model takes (a model with named inputs ignores the data's other columns)."""
+    signature = getattr(model, "signature", None)
+    if signature is None or not signature.columnar:
+        return frame
+    wanted = [spec.name for spec in signature.inputs]
+    return frame[[c for c in wanted if c in frame.columns]] if all(c in frame.columns for c in wanted) else frame
+
+
+def fairness(model: Any, frame: Any, target: str, sensitive: str, limits: dict[str, float] | None) -> dict[str, Any]:
+    """The model's fairness across ``sensitive`` on ``frame`` (``keel.monitoring.fairness``), as a dict."""
+    import numpy as np
+
+    from keel.monitoring.fairness import evaluate_fairness
+
+    if sensitive not in frame.columns:
+        raise InvalidInput(f"evaluation data has no sensitive column {sensitive!r}; columns: {', '.join(frame.columns)}")
+    X = _inputs(model, frame.drop(columns=[target] + ([] if takes(model, sensitive) else [sensitive])))
+    predicted = np.asarray(model.predict(X)).reshape(len(X), -1)[:, 0]
+    return evaluate_fairness(frame[sensitive].to_numpy(), predicted, frame[target].to_numpy(),
+                             limits=limits or None, sensitive=sensitive).to_dict()

@@ -24,9 +24,15 @@ class GateSpec:
     floors: Mapping[str, float] = field(default_factory=dict)  # higher-is-better metrics: minimum
     ceilings: Mapping[str, float] = field(default_factory=dict)  # lower-is-better metrics: maximum
     tolerances: Mapping[str, float] = field(default_factory=dict)  # metric -> allowed worsening vs champion
+    # Fairness of the challenger across the groups of ``sensitive`` in the evaluation data, with
+    # limits as keel.monitoring.fairness names them (max_parity_difference, min_parity_ratio,
+    # max_equalized_odds_difference).
+    sensitive: str | None = None
+    fairness: Mapping[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"floors": dict(self.floors), "ceilings": dict(self.ceilings), "tolerances": dict(self.tolerances)}
+        return {"floors": dict(self.floors), "ceilings": dict(self.ceilings), "tolerances": dict(self.tolerances),
+                "sensitive": self.sensitive, "fairness": dict(self.fairness)}
 
 
 @dataclass(frozen=True)
@@ -40,8 +46,12 @@ class Decision:
 
 
 def decide(spec: GateSpec, challenger: Mapping[str, float], champion: Mapping[str, float] | None,
-           load_check: tuple[bool, str]) -> Decision:
-    """Run every check of ``spec`` on the challenger's scores (and the champion's, if there is one)."""
+           load_check: tuple[bool, str], fairness: Mapping[str, Any] | None = None) -> Decision:
+    """Run every check of ``spec`` on the challenger's scores (and the champion's, if there is one).
+
+    ``fairness`` is the challenger's fairness result on the evaluation data
+    (``FairnessResult.to_dict()``), computed when ``spec.sensitive`` is set.
+    """
     checks: list[dict[str, Any]] = []
     ok, detail = load_check
     checks.append({"name": "load_and_query", "passed": ok, "detail": detail})
@@ -62,8 +72,27 @@ def decide(spec: GateSpec, challenger: Mapping[str, float], champion: Mapping[st
     if champion is not None:
         for metric, tolerance in spec.tolerances.items():
             checks.append(_versus(metric, challenger.get(metric), champion.get(metric), tolerance))
+    if spec.sensitive is not None:
+        checks.extend(_fairness(spec.sensitive, fairness or {}))
     reasons = [c["detail"] for c in checks if not c["passed"]]
     return Decision(not reasons, checks, reasons)
+
+
+def _fairness(sensitive: str, result: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One check per fairness limit of the result; a limit it could not judge fails (no evidence, no pass)."""
+    checks = []
+    for limit in result.get("checks", []):
+        passed = limit.get("status") == "pass"
+        value = limit.get("value")
+        why = limit.get("reason") or ("meets" if passed else "breaks")
+        checks.append({"name": f"fairness:{limit['name']}", "metric": limit.get("metric"), "value": value,
+                       "bound": limit.get("limit"), "sensitive": sensitive, "passed": passed,
+                       "detail": f"{limit.get('metric')} across {sensitive}: challenger {_fmt(value)} {why} "
+                                 f"the limit {_fmt(limit.get('limit'))}"})
+    if not checks:
+        checks.append({"name": "fairness", "sensitive": sensitive, "passed": False,
+                       "detail": f"fairness across {sensitive} could not be measured: {result.get('error', 'no result')}"})
+    return checks
 
 
 def _versus(metric: str, new: float | None, old: float | None, tolerance: float) -> dict[str, Any]:

@@ -14,6 +14,8 @@ and file a promotion request for a blessed one.
 
 from __future__ import annotations
 
+import dataclasses
+
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,13 +43,18 @@ class RetrainResult:
     promotion_request_id: str | None = None
     promotion_status: str | None = None
     decision_id: str | None = None
+    environment: str | None = None  # the interpreter of the built environment the challenger was trained in
 
 
 def retrain(name: str, data: str | dict[str, str], *, target: str | None = None, eval_data: str | None = None,
             holdout: float = 0.2, seed: int = 0, alias: str = "production", spec: GateSpec | None = None,
-            executor: str = "inprocess", strict: bool = False, cache: bool = True,
-            settings: Settings | None = None) -> RetrainResult:
-    """Retrain model ``name`` on ``data`` and gate the challenger (see the module docstring)."""
+            executor: str = "inprocess", strict: bool = False, cache: bool = True, env: str = "current",
+            executor_options: dict[str, Any] | None = None, settings: Settings | None = None) -> RetrainResult:
+    """Retrain model ``name`` on ``data`` and gate the challenger (see the module docstring).
+
+    ``env="build"`` trains the challenger in a virtual environment built from the
+    recorded lock (keel.pipelines.replay.replay); the gate runs here.
+    """
     from keel.pipelines.replay import replay
     from keel.service import registry
     from keel.service.pipelines import pipeline_run_of_version
@@ -76,11 +83,13 @@ def retrain(name: str, data: str | dict[str, str], *, target: str | None = None,
     else:
         data_for_pipeline, eval_file = data, Path(eval_data)
 
-    run = replay(recorded.run_id, data=data_for_pipeline, executor=executor, cache=cache, strict=strict,
-                 settings=settings)
+    run = replay(recorded.run_id, data=data_for_pipeline, executor=executor, cache=cache, strict=strict, env=env,
+                 executor_options=executor_options, settings=settings)
     challenger = _new_version(ctx, name, run)
-    return gate(name, challenger, champion=champion, eval_data=eval_file, target=target, alias=alias, spec=spec,
-                settings=settings, pipeline_run_id=run.run_id, replay_of=recorded.run_id, base_version=base)
+    result = gate(name, challenger, champion=champion, eval_data=eval_file, target=target, alias=alias, spec=spec,
+                  settings=settings, pipeline_run_id=run.run_id, replay_of=recorded.run_id, base_version=base)
+    result.environment = run.environment
+    return result
 
 
 def gate(name: str, challenger: int, *, champion: int | None, eval_data: str | Path, target: str,
@@ -95,11 +104,13 @@ def gate(name: str, challenger: int, *, champion: int | None, eval_data: str | P
     client = client_for(settings)
     ctx = client.ctx
     frame = read_table(eval_data)
+    # The sensitive column is measured across, not fed to the models (unless their signature takes it).
+    ignore = (spec.sensitive,) if spec is not None and spec.sensitive else ()
     scores: dict[str, dict[str, float]] = {}
     task = "classification"
     try:
         model = load_model(f"models:/{name}/{challenger}", settings=client.settings)
-        task, scores["challenger"] = score(model, frame, target)
+        task, scores["challenger"] = score(model, frame, target, ignore)
         load_check = (True, f"loaded models:/{name}/{challenger} and predicted {len(frame)} rows")
     except InvalidInput:
         raise  # bad evaluation data: not the challenger's fault
@@ -107,9 +118,15 @@ def gate(name: str, challenger: int, *, champion: int | None, eval_data: str | P
         load_check = (False, f"models:/{name}/{challenger} failed to load or predict: {type(exc).__name__}: {exc}")
     if champion is not None:
         champion_model = load_model(f"models:/{name}/{champion}", settings=client.settings)
-        _, scores["champion"] = score(champion_model, frame, target)
-    spec = spec if spec is not None else default_spec(task)
-    decision = decide(spec, scores.get("challenger", {}), scores.get("champion"), load_check)
+        _, scores["champion"] = score(champion_model, frame, target, ignore)
+    if spec is None or not (spec.floors or spec.ceilings or spec.tolerances):  # e.g. only fairness was asked
+        spec = dataclasses.replace(spec or GateSpec(), tolerances=default_spec(task).tolerances)
+    fair = None
+    if spec.sensitive is not None and load_check[0]:
+        from keel.pipelines.evaluate import fairness
+
+        fair = fairness(model, frame, target, spec.sensitive, dict(spec.fairness))
+    decision = decide(spec, scores.get("challenger", {}), scores.get("champion"), load_check, fair)
 
     request_id = status = None
     if decision.blessed:
@@ -120,7 +137,7 @@ def gate(name: str, challenger: int, *, champion: int | None, eval_data: str | P
         request = request_promotion(ctx, name, challenger, alias, comment=comment)
         request_id, status = request.id, request.status
     details = {"alias": alias, "target": target, "task": task, "scores": scores, "spec": spec.to_dict(),
-               "evaluation_data": _data_summary(eval_data, frame), "pipeline_run_id": pipeline_run_id,
+               "evaluation_data": _data_summary(eval_data, frame), "fairness": fair, "pipeline_run_id": pipeline_run_id,
                "replay_of": replay_of}
     recorded = record_decision(ctx, name, challenger, champion_version=champion, blessed=decision.blessed,
                                reasons=decision.reasons, checks=decision.checks, promotion_request_id=request_id,

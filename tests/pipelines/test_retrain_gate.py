@@ -133,3 +133,25 @@ def test_keel_retrain_exits_3_with_the_reason_when_the_gate_stops_the_challenger
     proc = keel(keel_env, "retrain", "churn", "--data", str(churn_project / "new.csv"), "--json")
     result = json.loads(proc.stdout)
     assert result["blessed"] and result["challenger"] == 3 and result["promotion_status"] == "pending"
+
+
+def test_a_challenger_that_treats_groups_unequally_is_stopped_by_the_fairness_limits(
+        churn_project, settings, client, champion):
+    import pandas as pd
+
+    # The evaluation data carries a sensitive column the model does not take: region 1 is where f0 is
+    # high, and the model leans on f0, so it selects region 1 far more often.
+    evaluation = pd.read_csv(churn_project / "eval.csv")
+    evaluation["region"] = (evaluation["f0"] > 0).astype(int)
+    evaluation.to_csv(churn_project / "eval-regions.csv", index=False)
+    spec = GateSpec(sensitive="region", fairness={"max_parity_difference": 0.1})
+    result = retrain("churn", str(churn_project / "new.csv"), eval_data=str(churn_project / "eval-regions.csv"),
+                     spec=spec, settings=settings)
+    assert not result.blessed and result.promotion_request_id is None
+    [check] = [c for c in result.checks if c["name"] == "fairness:max_parity_difference"]
+    assert not check["passed"] and check["value"] > 0.1
+    assert any(r.startswith("demographic_parity_difference across region: challenger") for r in result.reasons)
+    # Accuracy against the champion was still judged (the default tolerance applies).
+    assert any(c["name"] == "vs_champion:accuracy" for c in result.checks)
+    [decision] = decisions_for(client.ctx, "churn", result.challenger)
+    assert not decision.blessed and decision.reasons == result.reasons
