@@ -18,7 +18,7 @@ def deploy(
     uri: str = typer.Argument(..., metavar="MODEL_URI", help="models:/NAME/VERSION, models:/NAME@ALIAS, "
                                                              "runs:/RUN/PATH or a bundle folder."),
     target: str = typer.Option(..., "--target", "-t",
-                               help="local, systemd, docker, kubernetes, kserve or edge."),
+                               help="local, systemd, docker, kubernetes, kserve, edge or job."),
     stage: Optional[str] = typer.Option(None, "--stage", "-s",
                                         help="Resource profile: [profiles.STAGE] in keel.toml (default: none)."),
     out_dir: Optional[Path] = typer.Option(None, "--out", "-o",
@@ -34,13 +34,17 @@ def deploy(
                                               help="edge: largest share of changed labels accepted (0.01)."),
     sample: Optional[Path] = typer.Option(None, "--sample", help="edge: CSV/.npy rows to check quantization on."),
     build: bool = typer.Option(False, "--build", help="docker: build the image with buildah."),
+    score_input: Optional[str] = typer.Option(None, "--input", help="job: the .csv/.parquet file to score (URL)."),
+    score_output: Optional[str] = typer.Option(None, "--output", help="job: the .parquet file to write (URL)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="job: rows scored at a time (10000)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Deploy a model: write the target's files (and start it, for local), recorded and audited."""
     from keel.service.deployments import deploy as run_deploy
 
     options = {"bundle_from": bundle_from, "install_dir": install_dir, "quantize": quantize,
-               "quantize_tolerance": tolerance, "sample": str(sample) if sample else None, "build": build}
+               "quantize_tolerance": tolerance, "sample": str(sample) if sample else None, "build": build,
+               "input": score_input, "output": score_output, "batch_size": batch_size}
     record = run_deploy(client_from(ctx).ctx, uri, target=target, stage=stage, out=out_dir, port=port, name=name,
                         image=image, options=options)
     if as_json:

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from keel import __version__
-from keel.cli import audit, card, db, env, explain, lineage, models, monitor, runs, serve, users
+from keel.cli import audit, card, db, env, explain, lineage, models, monitor, runs, score, serve, users
 from keel.cli import deploy as deploy_cli
 from keel.cli import pipeline as pipeline_cli
 from keel.cli import retrain as retrain_cli
@@ -38,6 +38,7 @@ app.command("lineage")(lineage.lineage)
 app.command("card")(card.card)
 app.command("explain")(explain.explain)
 app.command("serve")(serve.serve)
+app.command("score")(score.score)
 app.command("retrain")(retrain_cli.retrain)
 app.add_typer(triggers_cli.app, name="triggers")
 app.command("scheduler")(triggers_cli.scheduler)

@@ -92,3 +92,31 @@ def show(ctx: typer.Context, run_id: str = typer.Argument(..., help="Pipeline ru
         out.print(f"dataset      {name} = {d['uri']} (sha256 {d['sha256'][:12]})", markup=False)
     for s in steps:
         out.print(f"  {s.step:24} {s.status:7} run {s.run_id}" + (f"  {s.error}" if s.error else ""), markup=False)
+
+
+@app.command("jobs")
+def jobs(
+    ctx: typer.Context,
+    file: Path = typer.Argument(..., help="A Python file defining a @keel.pipeline function."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="New (or empty) folder for the manifests."),
+    stage: str = typer.Option(None, "--stage", "-s", help="Resource profile: [profiles.STAGE] in keel.toml."),
+    image: str = typer.Option(None, "--image", help="Image with keel and the pipeline's libraries."),
+    param: list[str] = typer.Option([], "--param", "-p", help="NAME=VALUE, repeatable (typed like the default)."),
+    pipeline: str = typer.Option(None, "--pipeline", help="Which pipeline, when the file defines several."),
+    name: str = typer.Option(None, "--name", help="Prefix of the Job names (default: the pipeline's name)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Write Kubernetes Jobs for a pipeline, one per step, to apply with kubectl (runs nothing here)."""
+    from keel.pipelines.executors.kubernetes import write_jobs
+    from keel.pipelines.loader import find_pipeline, load_file
+    from keel.pipelines.runner import parse_params
+
+    pipe = find_pipeline(load_file(file), pipeline)
+    written = write_jobs(pipe, parse_params(pipe, param), settings_from(ctx), out=out_dir, stage=stage, image=image,
+                         name=name)
+    if as_json:
+        return print_json(written)
+    out.print(f"pipeline {pipe.name}: {len(written['jobs'])} Jobs (stage {written['stage']}) in {written['out']}",
+              markup=False)
+    for note in written["notes"]:
+        out.print(f"next: {note}", markup=False)

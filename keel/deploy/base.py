@@ -27,6 +27,7 @@ TARGETS: dict[str, str] = {
     "docker": "keel.deploy.docker:DockerTarget",
     "kubernetes": "keel.deploy.kubernetes:KubernetesTarget",
     "kserve": "keel.deploy.kserve:KServeTarget",
+    "job": "keel.deploy.job:JobTarget",
     "edge": "keel.deploy.edge:EdgeTarget",
 }
 DEFAULT_PORT = 8080

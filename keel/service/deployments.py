@@ -23,7 +23,8 @@ from keel.store.sql import Tx
 
 WRITTEN, RUNNING, BUILT, STOPPED, FAILED = "written", "running", "built", "stopped", "failed"
 # Options recorded with a deployment (plain values only; never settings or secrets).
-_RECORDED_OPTIONS = ("quantize", "quantize_tolerance", "sample", "build", "bundle_from", "install_dir", "host")
+_RECORDED_OPTIONS = ("quantize", "quantize_tolerance", "sample", "build", "bundle_from", "install_dir", "host",
+                     "input", "output", "batch_size")
 
 
 @dataclass(frozen=True)
@@ -189,7 +190,7 @@ def _refuse_taken_port(ctx: Context, target: str, port: int) -> None:
 
 def _validate(plan: Any, target: str) -> None:
     """Kubernetes and KServe manifests are checked against their schemas when the validator is installed."""
-    if target not in ("kubernetes", "kserve"):
+    if target not in ("kubernetes", "kserve", "job"):
         return
     try:
         import kubernetes_validate  # noqa: F401

@@ -101,7 +101,7 @@ def _assert_non_root_pods(name: str, rel: str, data: bytes) -> None:
 
 
 def _pod_of(doc: dict[str, Any]) -> dict[str, Any] | None:
-    if doc.get("kind") == "Deployment":
+    if doc.get("kind") in ("Deployment", "Job"):
         return doc["spec"]["template"]["spec"]
     if doc.get("kind") == "InferenceService":
         return doc["spec"]["predictor"]

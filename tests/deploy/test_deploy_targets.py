@@ -31,7 +31,8 @@ PROFILES = load_profiles({
 def test_every_target_passes_the_conformance_checks(target, sk_bundle, onnx_bundle, tmp_path) -> None:
     bundle = onnx_bundle["bundle"] if target == "edge" else sk_bundle
     uri = str(bundle) if target in ("edge", "local") else "models:/churn/3"
-    spec = spec_for(bundle, target=target, profile=PROFILES["production"], model_uri=uri)
+    options = {"input": "s3://bucket/in.csv", "output": "s3://bucket/out.parquet"} if target == "job" else {}
+    spec = spec_for(bundle, target=target, profile=PROFILES["production"], model_uri=uri, options=options)
     hashes = check_target(target, spec, tmp_path)
     assert hashes
 
