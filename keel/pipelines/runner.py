@@ -64,6 +64,7 @@ class PipelineRun:
     result: Any
     error: str | None
     settings: Settings
+    environment: str | None = None  # the interpreter the steps ran under, when not this one (a built env)
 
     @property
     def ran(self) -> list[str]:
