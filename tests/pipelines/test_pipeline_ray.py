@@ -130,10 +130,11 @@ def impossible(which="greedy"):
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    """One local Ray instance for the whole module (starting Ray takes seconds)."""
+    """One local Ray instance for the whole module (starting Ray takes seconds); no GPUs, also on a GPU machine,
+    so that a step asking for one is always impossible here."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="warning")
+    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, logging_level="warning")
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
