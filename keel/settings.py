@@ -51,6 +51,7 @@ class Settings:
     metric_buffer_size: int = field(metadata={"doc": 'KEEL_METRIC_BUFFER_SIZE: buffered metric values that trigger a flush from the logging call.'})
     allow_nonfinite_metrics: bool = field(metadata={"doc": 'KEEL_ALLOW_NONFINITE_METRICS: accept NaN and +/-inf metric values (a diverging loss is information).'})
     sqlite_busy_timeout: float = field(metadata={"doc": 'KEEL_SQLITE_BUSY_TIMEOUT: seconds a SQLite writer waits for the lock before failing.'})
+    ray_address: str | None = field(default=None, metadata={"doc": 'KEEL_RAY_ADDRESS: the Ray cluster of `--executor ray` (``ray://head:10001`` or host:port). Default: a local Ray.'})
     # Tables of keel.toml (no environment variable): read as they are, checked by their users.
     policy: Mapping[str, Any] = field(default_factory=dict, compare=False, metadata={
         "table": True, "doc": '[policy]: promotion checks and approvals per alias (docs/governance.md).'})
@@ -96,6 +97,7 @@ class Settings:
             "metric_buffer_size": 10_000,
             "allow_nonfinite_metrics": True,
             "sqlite_busy_timeout": 30.0,
+            "ray_address": None,
         }
         values: dict[str, Any] = {}
         for f in fields(cls):

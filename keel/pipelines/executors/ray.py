@@ -22,7 +22,6 @@ PostgreSQL and ``s3://``) and see the pipeline's files at the same path.
 from __future__ import annotations
 
 import io
-import os
 import tempfile
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -49,7 +48,7 @@ class RayExecutor:
         except ImportError:
             raise ConfigError("--executor ray needs Ray: pip install 'keel[ray]'") from None
         self.settings = settings
-        self.address = address or os.environ.get(ADDRESS_ENV) or None
+        self.address = address or settings.ray_address or None  # settings read KEEL_RAY_ADDRESS
         self._started = False
         if not ray.is_initialized():
             try:
