@@ -18,10 +18,12 @@ def run(
     file: Path = typer.Argument(..., help="A Python file defining a @keel.pipeline function."),
     param: list[str] = typer.Option([], "--param", "-p", help="NAME=VALUE, repeatable (typed like the default)."),
     pipeline: str = typer.Option(None, "--pipeline", help="Which pipeline, when the file defines several."),
-    executor: str = typer.Option("inprocess", "--executor", help="inprocess, subprocess, ray."),
+    executor: str = typer.Option("inprocess", "--executor", help="inprocess, subprocess, ray, kubernetes."),
     ray_address: str = typer.Option(None, "--ray-address", help="With --executor ray: the cluster (ray://head:10001 "
                                                                 "or host:port; env KEEL_RAY_ADDRESS); default: "
                                                                 "what ray.init() finds, else a local instance."),
+    stage: str = typer.Option(None, "--stage", help="With --executor kubernetes: [profiles.STAGE] for the Jobs."),
+    image: str = typer.Option(None, "--image", help="With --executor kubernetes: the steps' image."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Rerun every step (the cache is still filled)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
@@ -30,8 +32,11 @@ def run(
     from keel.pipelines.runner import parse_params, run_pipeline
 
     pipe = find_pipeline(load_file(file), pipeline)
+    options = executor_options(executor, ray_address)
+    if executor == "kubernetes":
+        options.update(stage=stage, image=image)
     result = run_pipeline(pipe, parse_params(pipe, param), executor=executor, cache=not no_cache,
-                          settings=settings_from(ctx), executor_options=executor_options(executor, ray_address))
+                          settings=settings_from(ctx), executor_options=options)
     if as_json:
         return print_json(_summary(result))
     out.print(f"pipeline {result.pipeline}: run {result.run_id} {result.status}", markup=False)

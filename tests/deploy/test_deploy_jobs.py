@@ -10,6 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -65,7 +66,6 @@ gpu_type = "NVIDIA-L4"
 def project(folder: Path, resources: dict | str = TRAIN) -> Path:
     """pipe.py + features.py + train.csv + keel.toml in ``folder``."""
     import numpy as np
-    import pandas as pd
 
     folder.mkdir(parents=True, exist_ok=True)
     spec = resources if isinstance(resources, str) else repr(resources)
@@ -272,3 +272,71 @@ def test_keel_deploy_target_job_writes_a_valid_job_or_nothing(sk_bundle, tmp_pat
     doc = next(yaml.safe_load_all((tmp_path / "job" / "churn-score-job.yaml").read_text()))
     assert validate_documents([doc]) == ["Job/churn-score"]
     assert doc["spec"]["template"]["spec"]["containers"][0]["args"][:2] == ["score", "/app/bundle"]
+
+
+def test_executor_kubernetes_refuses_a_store_the_pods_cannot_reach(tmp_path, keel_env) -> None:
+    folder = project(tmp_path / "proj", {"cpus": 1})
+    done = keel(keel_env, "pipeline", "run", "pipe.py", "--executor", "kubernetes", "--stage", "batch",
+                "-p", f"data={folder / 'train.csv'}", cwd=folder, check=False)
+    assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1
+    assert "--executor kubernetes runs steps in pods, which cannot reach this machine's metadata store" in done.stderr
+    assert "keel pipeline jobs" in done.stderr
+
+
+def test_a_step_task_job_validates_and_its_command_runs_the_task(tmp_path, settings, keel_env) -> None:
+    """The Job --executor kubernetes submits for one task; its command run here with a fresh KEEL_HOME,
+    as a pod has: the dataset comes from the blob store, the result is the log's last line."""
+    from keel.pipelines.executors.base import StepResult, StepTask
+    from keel.pipelines.executors.kubernetes import RESULT_MARK, task_job
+    from keel.pipelines.loader import load_file
+    from keel.pipelines.runner import stage_dataset
+    from keel.tracking.client import Client
+
+    folder = project(tmp_path / "proj", {"cpus": 1})
+    module = load_file(folder / "pipe.py")
+    client = Client(settings)
+    try:
+        run = client.create_run("churn", name="prepare")
+        staged = stage_dataset(client.ctx.blobs, settings, str(folder / "train.csv"), "data")
+    finally:
+        client.close()
+    task = StepTask(node="prepare", module=module.__name__, attr="prepare", pipeline_file=str(folder / "pipe.py"),
+                    pipeline_module=module.__name__, sys_path=[str(folder)],
+                    arguments={"path": {"@": "data", "path": staged["path"]},
+                               "target": {"@": "value", "value": "label"}},
+                    run_id=run.id, outputs=2, resources={"cpus": 3, "gpus": 1, "memory": 2 << 30, "timeout_s": 60})
+    profile = load_profiles({"batch": {"cpu": "1", "memory": "1Gi", "node_selector": {"pool": "batch"}}})["batch"]
+    configmap, job = task_job(task, profile=profile, image="registry.example/churn:1")
+    assert validate_documents([configmap, job]) == [f"ConfigMap/{configmap['metadata']['name']}",
+                                                    f"Job/{job['metadata']['name']}"]
+    pod = job["spec"]["template"]["spec"]
+    assert pod["containers"][0]["resources"] == {"requests": {"cpu": "3", "memory": "2Gi"},
+                                                 "limits": {"memory": "2Gi", "nvidia.com/gpu": 1}}
+    assert job["spec"]["activeDeadlineSeconds"] == 60 and pod["nodeSelector"] == {"pool": "batch"}
+    args = pod["containers"][0]["args"]
+    moved = json.loads(args[1])
+    assert args[0] == "task" and moved["pipeline_file"] == "/app/pipeline/pipe.py"
+    assert moved["arguments"]["path"] == {"@": "data", "sha256": staged["sha256"],
+                                          "path": f"/var/lib/keel/cache/pipelines/data/{staged['sha256']}/train.csv"}
+
+    mounted, pod_home = tmp_path / "pod" / "sources", tmp_path / "pod" / "home"
+    mounted.mkdir(parents=True)
+    for name in ("pipe.py", "features.py"):
+        shutil.copy(folder / name, mounted / name)
+    text = args[1].replace("/app/pipeline", str(mounted)).replace("/var/lib/keel", str(pod_home))
+    env = {**keel_env, "KEEL_HOME": str(pod_home), "PYTHONPATH": str(mounted)}
+    done = subprocess.run([sys.executable, "-m", "keel.pipelines.executors.kubernetes", "task", text], env=env,
+                          cwd=mounted, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    last = done.stdout.strip().splitlines()[-1]
+    assert last.startswith(RESULT_MARK)
+    result = StepResult.from_json(last[len(RESULT_MARK):])
+    assert result.ok and [o["kind"] for o in result.outputs] == ["pandas", "pandas-series"]
+    from keel.artifacts.blobs import BlobStore
+    from keel.pipelines import values
+
+    blobs = BlobStore(settings.artifact_uri)  # the outputs are in the shared store, where the runner reads them
+    y = values.decode("pandas-series", blobs.get_bytes(result.outputs[1]["sha256"]))
+    assert y.tolist() == pd.read_csv(folder / "train.csv")["label"].tolist()
+    assert (pod_home / "cache/pipelines/data" / staged["sha256"] / "train.csv").read_bytes() == \
+        (folder / "train.csv").read_bytes()

@@ -15,6 +15,7 @@ EXECUTORS: dict[str, str] = {
     "inprocess": "keel.pipelines.executors.inprocess:InProcessExecutor",
     "subprocess": "keel.pipelines.executors.local:SubprocessExecutor",
     "ray": "keel.pipelines.executors.ray:RayExecutor",
+    "kubernetes": "keel.pipelines.executors.kubernetes:KubernetesExecutor",
 }
 
 

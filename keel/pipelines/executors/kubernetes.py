@@ -193,7 +193,7 @@ def render_jobs(pipe: Any, params: Mapping[str, Any], *, profile: Profile, image
         "run-order.txt": "".join(f"{rel}\n" for rel in ["00-sources.yaml", *order]).encode(),
         "run.sh": _run_script(order, [names[n] for n in graph.nodes]).encode(),
     }
-    notes = [f"create the Secret keel-store with KEEL_STORE_URI and KEEL_ARTIFACT_URI (a shared store) first",
+    notes = ["create the Secret keel-store with KEEL_STORE_URI and KEEL_ARTIFACT_URI (a shared store) first",
              f"sh {{out}}/run.sh   # applies {len(order)} Jobs in order, each after the one before succeeded"]
     for ds in pipe.datasets:
         if "://" not in str(params[ds]):
@@ -259,6 +259,196 @@ def _label(text: str) -> str:
     return value or "pipeline"
 
 
+# --- on a cluster: --executor kubernetes -------------------------------------------------------------------
+
+
+RESULT_MARK = "KEEL_STEP_RESULT "  # the task command's last stdout line: the StepResult, read from the pod's log
+_STAGED_DATA = ("cache", "pipelines", "data")  # where the runner stages a dataset: HOME/cache/pipelines/data/SHA/NAME
+
+
+class KubernetesExecutor:
+    """Each step task becomes a Job on the cluster of the current kubeconfig; the local runner drives them.
+
+    The pods read their inputs from and write their outputs to the shared store named by the Secret
+    ``keel-store``, so the store must be one that both this machine and the cluster reach (PostgreSQL and
+    ``s3://``...); the pipeline's sources travel in a ConfigMap. Needs ``pip install 'keel[k8s]'``.
+    Options: ``stage`` (resource profile), ``image``, ``namespace`` (default: the kubeconfig context's).
+    """
+
+    name = "kubernetes"
+
+    def __init__(self, settings: Any, stage: str | None = None, image: str | None = None,
+                 namespace: str | None = None, poll_s: float = 5.0, **_: object) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from keel.deploy.profiles import profile_for
+
+        self.settings, self.profile, self.poll_s = settings, profile_for(settings.profiles, stage), poll_s
+        self.image, self.namespace = image, namespace
+        self._api: tuple[Any, Any] | None = None
+        self._configmaps: set[str] = set()
+        self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="keel-k8s-step")
+
+    def _connect(self) -> tuple[Any, Any]:
+        """(BatchV1Api, CoreV1Api) on first use; a refusal there fails the step and so the run, recorded."""
+        if self._api is not None:
+            return self._api
+        from keel.errors import ConfigError
+
+        for what, uri in (("metadata store", self.settings.store_uri), ("artifact store", self.settings.artifact_uri)):
+            text = str(uri)
+            if text.startswith(("sqlite:", "file://")) or "://" not in text:
+                raise ConfigError(f"--executor kubernetes runs steps in pods, which cannot reach this machine's "
+                                  f"{what} ({text}); use a shared store (KEEL_STORE_URI=postgresql://..., "
+                                  f"KEEL_ARTIFACT_URI=s3://...) that the Secret keel-store also names, or write "
+                                  f"the Jobs with `keel pipeline jobs FILE --out DIR` and apply them")
+        try:
+            from kubernetes import client, config
+        except ImportError:
+            raise ConfigError("--executor kubernetes needs the Kubernetes client: pip install 'keel[k8s]'") from None
+        try:
+            config.load_kube_config()
+            current = config.list_kube_config_contexts()[1] or {}
+        except Exception as exc:  # noqa: BLE001 - any kubeconfig problem is the same answer
+            raise ConfigError(f"--executor kubernetes: no usable kubeconfig ({exc})") from None
+        self.namespace = self.namespace or current.get("context", {}).get("namespace") or "default"
+        self._api = (client.BatchV1Api(), client.CoreV1Api())
+        return self._api
+
+    def render(self, task: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(sources ConfigMap, the task's Job), pure: raises InvalidInput for resources a pod cannot get."""
+        return task_job(task, profile=self.profile, image=self.image)
+
+    def submit(self, task: Any) -> Any:
+        configmap, job = self.render(task)
+        self._apply(configmap, job)
+        return self._pool.submit(self._wait, job["metadata"]["name"], task.node)
+
+    def _apply(self, configmap: dict[str, Any], job: dict[str, Any]) -> None:
+        batch, core = self._connect()  # first: it says why when the client is missing
+        from kubernetes.client.exceptions import ApiException
+
+        from keel.errors import ConfigError
+
+        name = configmap["metadata"]["name"]
+        try:
+            if name not in self._configmaps:
+                try:
+                    core.create_namespaced_config_map(self.namespace, configmap)
+                except ApiException as exc:
+                    if exc.status != 409:  # the same sources, by their hash in the name, are already there
+                        raise
+                self._configmaps.add(name)
+            batch.create_namespaced_job(self.namespace, job)
+        except ApiException as exc:
+            raise ConfigError(f"the cluster refused Job {job['metadata']['name']} in namespace {self.namespace}: "
+                              f"{exc.status} {exc.reason}: {(exc.body or '')[:500]}") from None
+
+    def _wait(self, job: str, node: str) -> Any:
+        import time
+
+        from keel.pipelines.executors.base import StepResult
+
+        while True:
+            status = self._connect()[0].read_namespaced_job_status(job, self.namespace).status
+            done = {c.type for c in (status.conditions or []) if c.status == "True"} & {"Complete", "Failed"}
+            if done:
+                break
+            time.sleep(self.poll_s)
+        log = self._log(job)
+        for line in reversed(log.splitlines()):
+            if line.startswith(RESULT_MARK):
+                return StepResult.from_json(line[len(RESULT_MARK):])
+        reasons = [f"{c.reason}: {c.message}" for c in (status.conditions or []) if c.type == "Failed"]
+        return StepResult(node, False, error=f"WorkerDied: Job {job} ended without a result "
+                          f"({'; '.join(reasons) or 'no reason given'}); last output: {log[-2000:] or '(none)'}")
+
+    def _log(self, job: str) -> str:
+        core = self._connect()[1]
+        pods = core.list_namespaced_pod(self.namespace, label_selector=f"job-name={job}").items
+        if not pods:
+            return ""
+        newest = max(pods, key=lambda p: p.metadata.creation_timestamp)
+        try:
+            return core.read_namespaced_pod_log(newest.metadata.name, self.namespace, container="main",
+                                                tail_lines=200)
+        except Exception:  # noqa: BLE001 - a pod that never started has no log; the Job's reason says why
+            return ""
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+def task_job(task: Any, *, profile: Profile, image: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ConfigMap of the task's sources and the Job that runs the task in a pod (pure)."""
+    import hashlib
+
+    from keel.pipelines.dsl import Resources
+    from keel.pipelines.fingerprint import Project, project_files
+    from keel.pipelines.loader import project_root
+
+    file = Path(task.pipeline_file)
+    project = Project(project_root(file))
+    files = {project.relative(p): project.source(p) for p in project_files(file, project, task.pipeline_module)}
+    digest = hashlib.sha256(json.dumps({k: v.hex() for k, v in files.items()}, sort_keys=True).encode())
+    configmap_name = f"keel-sources-{digest.hexdigest()[:16]}"
+    moved = dict(vars(task))
+    moved.update(pipeline_file=f"{SOURCES_DIR}/{project.relative(file)}", sys_path=[SOURCES_DIR],
+                 arguments={k: _pod_paths(v) for k, v in task.arguments.items()})
+    where = f"step {task.node!r}"
+    resources = Resources.parse(task.resources, where)
+    labels = {"app.kubernetes.io/managed-by": "keel", "keel.dev/step": _label(task.node),
+              "keel.dev/stage": profile.stage, "keel.dev/run": task.run_id[:63]}
+    name = f"keel-{task.run_id[:12]}-{deployment_name(task.node)}"[:52].rstrip("-")
+    job = step_job(name=name, args=["task", json.dumps(moved, sort_keys=True)],
+                   image=image or "keel-pipeline:latest", profile=step_profile(resources, profile, where),
+                   labels=labels, annotations={"keel.dev/step": task.node}, configmap=configmap_name, files=files,
+                   timeout_s=resources.timeout_s)
+    configmap = sources_configmap(configmap_name, files, {"app.kubernetes.io/managed-by": "keel"})
+    return configmap, job
+
+
+def _pod_paths(ref: Any) -> Any:
+    """Dataset references point into this machine's KEEL_HOME; in the pod they name the blob to fetch."""
+    if isinstance(ref, dict) and ref.get("@") == "data":
+        path = Path(ref["path"])
+        if path.parent.parent.parts[-3:] == _STAGED_DATA:
+            from keel.deploy.kubernetes import HOME_DIR
+
+            sha = path.parent.name
+            return {"@": "data", "path": "/".join([HOME_DIR, *_STAGED_DATA, sha, path.name]), "sha256": sha}
+        return ref
+    if isinstance(ref, dict) and ref.get("@") in ("list", "tuple"):
+        return {**ref, "items": [_pod_paths(r) for r in ref["items"]]}
+    if isinstance(ref, dict) and ref.get("@") == "dict":
+        return {**ref, "items": {k: _pod_paths(r) for k, r in ref["items"].items()}}
+    return ref
+
+
+def run_task(text: str) -> Any:
+    """In the pod: fetch the task's datasets from the blob store, run it, return its StepResult."""
+    from keel.artifacts.blobs import BlobStore
+    from keel.pipelines.executors.base import StepTask
+    from keel.pipelines.worker import execute
+    from keel.settings import Settings
+
+    task = StepTask.from_json(text)
+    settings = Settings.load()
+    blobs = BlobStore(settings.artifact_uri)
+
+    def fetch(ref: Any) -> None:
+        if isinstance(ref, dict) and ref.get("@") == "data" and ref.get("sha256") and not Path(ref["path"]).exists():
+            blobs.copy_to(ref["sha256"], ref["path"], name=Path(ref["path"]).name)
+        elif isinstance(ref, dict) and ref.get("@") in ("list", "tuple", "dict"):
+            items = ref["items"]
+            for item in (items.values() if isinstance(items, dict) else items):
+                fetch(item)
+
+    for ref in task.arguments.values():
+        fetch(ref)
+    return execute(task, settings)
+
+
 # --- in the pod ---------------------------------------------------------------------------------------------
 
 
@@ -299,7 +489,7 @@ def run_step(file: str, node_id: str, params: Mapping[str, Any], *, pipeline: st
 
 
 def main(argv: list[str]) -> int:
-    """``step FILE STEP [--pipeline NAME] [--params JSON]``: exit 0, or 1 with one line on stderr."""
+    """``step FILE STEP [--pipeline NAME] [--params JSON]`` or ``task TASK_JSON``: exit 0, or 1 on a failure."""
     import argparse
 
     from keel.errors import KeelError
@@ -311,7 +501,15 @@ def main(argv: list[str]) -> int:
     step.add_argument("step")
     step.add_argument("--pipeline")
     step.add_argument("--params", default="{}")
+    task = commands.add_parser("task", help="run one step task (the --executor kubernetes Jobs' command)")
+    task.add_argument("task_json")
     args = parser.parse_args(argv)
+    if args.command == "task":
+        done = run_task(args.task_json)
+        if not done.ok and done.traceback:
+            sys.stderr.write(done.traceback)
+        print(RESULT_MARK + done.to_json(), flush=True)
+        return 0 if done.ok else 1
     try:
         result = run_step(args.file, args.step, json.loads(args.params), pipeline=args.pipeline)
     except KeelError as exc:
