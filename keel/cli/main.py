@@ -11,6 +11,7 @@ import typer
 from keel import __version__
 from keel.cli import audit, card, db, env, explain, lineage, models, monitor, runs, score, serve, users
 from keel.cli import deploy as deploy_cli
+from keel.cli import fairness as fairness_cli
 from keel.cli import pipeline as pipeline_cli
 from keel.cli import retrain as retrain_cli
 from keel.cli import triggers as triggers_cli
@@ -37,6 +38,7 @@ app.add_typer(users.tokens_app, name="tokens")
 app.command("lineage")(lineage.lineage)
 app.command("card")(card.card)
 app.command("explain")(explain.explain)
+app.command("fairness")(fairness_cli.fairness)
 app.command("serve")(serve.serve)
 app.command("score")(score.score)
 app.command("retrain")(retrain_cli.retrain)
