@@ -21,7 +21,7 @@ from keel.entities import RunStatus
 from keel.errors import InvalidInput, KeelError
 from keel.pipelines import values
 from keel.pipelines.dsl import DataInput, Graph, Node, Output, Pipeline
-from keel.pipelines.executors import get_executor
+from keel.pipelines.executors import EXECUTORS, get_executor
 from keel.pipelines.executors.base import StepResult, StepTask
 from keel.pipelines.fingerprint import Project, cache_key, code_fingerprint, project_files, sha256_text
 from keel.service import pipelines as service
@@ -100,6 +100,8 @@ def run_pipeline(pipe: Pipeline, params: dict[str, Any], *, executor: str = "inp
     from keel.tracking.fluent import client_for
     from keel.tracking.source import _resolve as source_of  # the run's code is the pipeline file's
 
+    if executor not in EXECUTORS:  # before any run is recorded
+        raise InvalidInput(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
     client = client_for(settings)
     settings = client.settings
     blobs = client.ctx.blobs
@@ -141,7 +143,14 @@ def run_pipeline(pipe: Pipeline, params: dict[str, Any], *, executor: str = "inp
     options = dict(executor_options or {})
     if executor == "inprocess":
         options["functions"] = functions
-    runner = get_executor(executor, settings=settings, **options)
+    try:
+        runner = get_executor(executor, settings=settings, **options)
+    except BaseException as exc:  # e.g. no Ray cluster to connect to: the run ends FAILED, not RUNNING forever
+        error = f"{type(exc).__name__}: {exc}"
+        client.set_tags(run.id, {"keel.pipeline.error": error[:5000]})
+        service.finish_pipeline_run(client.ctx, run.id, RunStatus.FAILED, error=error, outputs=None)
+        client.end_run(run.id, RunStatus.FAILED)
+        raise
     state = _Run(client, run.id, pipe, graph, datasets, project, lock_sha, cache, runner)
     status, error = RunStatus.FINISHED, None
     try:

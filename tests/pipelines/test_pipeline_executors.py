@@ -221,3 +221,12 @@ def test_a_pipeline_run_is_a_tracked_run_with_a_child_run_per_step(tmp_path, set
     assert record["pipeline"] == "arrays" and record["params"] == {"seed": 3, "n": 50}
     assert record["file"] == "pipe.py" and set(record["sources"]) == {"pipe.py"}
     assert "numpy==" in record["lock"]
+
+
+def test_an_unknown_executor_is_refused_before_any_run_is_recorded(tmp_path, settings, client):
+    from keel.errors import InvalidInput
+
+    path = write(tmp_path, "arrays", ARRAYS)
+    with pytest.raises(InvalidInput, match="unknown executor 'slurm'; choose one of inprocess, subprocess"):
+        run_file(path, settings=settings, executor="slurm")
+    assert client.search_runs("arrays") == []
