@@ -74,7 +74,7 @@ def quickstart(
     home: Optional[Path] = typer.Option(
         None, "--home", help="Where to put the quickstart store (default: a new temporary folder)."),
 ) -> None:
-    """Train a model on a dataset scikit-learn ships, track it, print the run, verify the audit chain."""
+    """Run the whole loop on a bundled dataset: train, govern, serve, monitor, retrain on drift, gate, approve."""
     from keel.quickstart import run_quickstart
 
     run_quickstart(home)

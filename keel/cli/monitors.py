@@ -39,8 +39,13 @@ def create(
     preset: str = typer.Option("default", "--preset", help="Drift preset: default or evidently."),
     min_effect: Optional[float] = typer.Option(None, "--min-effect", help="Minimum effect size for drift."),
     drift_share: float = typer.Option(0.5, "--drift-share", help="Share of drifted columns that is dataset drift."),
-    max_drop: float = typer.Option(0.05, "--max-drop", help="Alert when a metric falls this much below the "
-                                                            "reference's."),
+    max_drop: float = typer.Option(0.05, "--max-drop", help="Alert when a score (accuracy, F1, AUC) falls this "
+                                                            "much below the reference's (absolute)."),
+    max_error_increase: float = typer.Option(0.10, "--max-error-increase",
+                                             help="Alert when an error (log loss, RMSE) grows by this share."),
+    performance_reference: Optional[str] = typer.Option(
+        None, "--performance-reference", help="A labelled holdout file (with --target) to measure the reference "
+                                              "performance on, instead of --reference (often the training data)."),
     as_json: bool = typer.Option(False, "--json", help="Print the monitor as JSON."),
 ) -> None:
     """Watch a served model's logged traffic window by window against a reference."""
@@ -50,7 +55,8 @@ def create(
     monitor = create_monitor(client.ctx, model_uri, window=window, reference=reference, name=name,
                              served_name=served_name, target=target, sensitive=sensitive, webhook=webhook,
                              since_ms=_time_ms(since), preset=preset, min_effect=min_effect,
-                             drift_share=drift_share, max_drop=max_drop)
+                             drift_share=drift_share, max_drop=max_drop, max_error_increase=max_error_increase,
+                             performance_reference=performance_reference)
     if as_json:
         print_json(monitor.to_dict())
         return

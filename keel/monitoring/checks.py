@@ -10,7 +10,8 @@ Alert rules (each one line in ``alerts``):
   drifted columns at least ``drift_share``);
 - a schema break: a reference column missing from the window, or of another kind;
 - prediction drift: the model's answers drift against its answers on the reference;
-- performance (with labels): a metric worse than on the reference by more than ``max_drop``;
+- performance (with labels): a score lower than on the reference by more than ``max_drop``
+  (absolute), or an error higher by more than ``max_error_increase`` (relative);
 - fairness (with a sensitive column): a limit that fails.
 """
 
@@ -113,7 +114,8 @@ def _performance(data: WindowData, options: dict[str, Any], reference: dict[str,
     try:
         return evaluate_performance(labels, answers, scores=data.scores,
                                     reference=(reference or {}).get("metrics"),
-                                    max_drop=options.get("max_drop", 0.05)).to_dict()
+                                    max_drop=options.get("max_drop", 0.05),
+                                    max_error_increase=options.get("max_error_increase", 0.10)).to_dict()
     except KeelError as exc:
         return {"metrics": {}, "error": str(exc)}
 

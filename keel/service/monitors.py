@@ -87,7 +87,8 @@ def create_monitor(ctx: Context, model_uri: str, *, window: str, reference: str,
                    served_name: str | None = None, target: str | None = None, sensitive: str | None = None,
                    webhook: str | None = None, since_ms: int | None = None, preset: str = "default",
                    fdr: float = 0.05, min_effect: float | None = None, drift_share: float = 0.5,
-                   max_drop: float = 0.05, fairness_limits: dict[str, float] | None = None,
+                   max_drop: float = 0.05, max_error_increase: float = 0.10,
+                   performance_reference: str | None = None, fairness_limits: dict[str, float] | None = None,
                    baseline: bool = True) -> MonitorInfo:
     """Create a monitor of the traffic that ``model_uri`` serves.
 
@@ -103,7 +104,13 @@ def create_monitor(ctx: Context, model_uri: str, *, window: str, reference: str,
         sensitive: A column whose groups fairness is measured across.
         webhook: An http(s) URL that alerts are POSTed to.
         since_ms: Start of the first window (default: now).
-        max_drop: Alert when a performance metric is worse than on the reference by more than this.
+        max_drop: Alert when a score (accuracy, F1, ROC AUC, R2...) is lower than the reference's
+            by more than this (absolute).
+        max_error_increase: Alert when an error (log loss, RMSE, MAE...) is higher than the
+            reference's by more than this share of it (relative).
+        performance_reference: A labelled file (with ``target``) that the reference performance
+            is measured on instead of ``reference``: a holdout the model did not see in training,
+            whose performance is what served traffic can be held to.
         fairness_limits: Limits passed to the fairness check.
         baseline: Predict the reference with the model (for prediction drift and reference performance).
     """
@@ -122,10 +129,17 @@ def create_monitor(ctx: Context, model_uri: str, *, window: str, reference: str,
         raise InvalidInput(f"preset must be one of {list(PRESETS)}, got {preset!r}")
     if not 0 <= max_drop < 1:
         raise InvalidInput(f"max_drop must be in [0, 1), got {max_drop}")
+    if not max_error_increase >= 0:
+        raise InvalidInput(f"max_error_increase must be >= 0, got {max_error_increase}")
+    if performance_reference is not None and target is None:
+        raise InvalidInput("a performance reference needs --target: the column of its labels")
     with ctx.store.read() as conn:
         if conn.execute(sa.select(monitors.c.id).where(monitors.c.name == name)).first() is not None:
             raise Conflict(f"a monitor named {name!r} exists; choose another --name")
     summary, ref_info, ref_performance = _reference(ctx, model_uri, reference, target, baseline)
+    if performance_reference is not None:
+        ref_performance = _file_performance(ctx, model_uri, performance_reference, target)
+        ref_info["performance_source"] = str(Path(performance_reference).resolve())
     if sensitive is not None and sensitive not in summary.columns:
         raise InvalidInput(f"sensitive column {sensitive!r} is not in the reference; "
                            f"reference columns: {sorted(summary.columns)}")
@@ -135,6 +149,7 @@ def create_monitor(ctx: Context, model_uri: str, *, window: str, reference: str,
     ref_info["performance"] = ref_performance
     options = {"preset": preset, "fdr": fdr, "min_effect": min_effect, "drift_share": drift_share,
                "target": target, "sensitive": sensitive, "max_drop": max_drop,
+               "max_error_increase": max_error_increase,
                "fairness_limits": dict(fairness_limits or {})}
     start = now_ms() if since_ms is None else int(since_ms)
     info = MonitorInfo(uuid.uuid4().hex, name, str(model_uri), model, version, window_ms, start, ref_info, sha,
@@ -332,6 +347,26 @@ def _performance(truth: Any, answers: Any, model: Any, inputs: Any) -> dict[str,
         proba = np.asarray(model.predict_proba(inputs))
         scores = proba[:, 1] if proba.ndim == 2 and proba.shape[1] == 2 else None
     return evaluate_performance(truth.to_numpy(zero_copy_only=False), answers, scores=scores).to_dict()
+
+
+def _file_performance(ctx: Context, model_uri: str, path: str, target: str) -> dict[str, Any] | None:
+    """The model's performance on a labelled file (its input columns and ``target``)."""
+    import numpy as np
+
+    import keel
+    from keel.monitoring.columns import load_table
+
+    table = load_table(path, what="performance reference")
+    if target not in table.column_names:
+        raise InvalidInput(f"target column {target!r} is not in the performance reference {path}; "
+                           f"columns: {table.column_names}")
+    model = keel.load_model(model_uri, settings=ctx.settings)
+    wanted = _input_columns(model)
+    keep = [n for n in table.column_names if n != target and (wanted is None or n in wanted)]
+    inputs = _tensor_names(model, table.select(keep))
+    columns = {n: inputs[n].to_numpy(zero_copy_only=False) for n in inputs.column_names}
+    answers = np.asarray(model.predict(columns if wanted is not None else np.column_stack(list(columns.values()))))
+    return _performance(table[target], answers, model, columns)
 
 
 def _dataset(ctx: Context, uri: str) -> Any:

@@ -177,3 +177,23 @@ def test_a_stored_result_renders_the_same_report_as_the_live_one():
     page = render_result_html({**stored, "alerts": ["data drift: <x>"], "window": {"rows": 900}})
     assert page.replace("<h1>keel monitor window</h1>", "") .count("<svg") == render_html(live).count("<svg")
     assert "data drift: &lt;x&gt;" in page
+
+
+def test_reference_performance_can_come_from_a_labelled_holdout(client, registered, tmp_path):
+    import pandas as pd
+
+    from keel.service.monitors import create_monitor
+
+    rng = np.random.default_rng(9)
+    holdout = pd.DataFrame({"a": rng.normal(0, 1, 200), "b": rng.normal(0, 1, 200)})
+    holdout["y"] = (holdout.a + rng.normal(0, 1, 200) > 0).astype(int)  # noisier labels: lower accuracy
+    holdout.to_csv(tmp_path / "holdout.csv", index=False)
+    with pytest.raises(InvalidInput, match="needs --target"):
+        create_monitor(client.ctx, "models:/m/1", window="1h", reference=str(registered),
+                       performance_reference=str(tmp_path / "holdout.csv"))
+    created = create_monitor(client.ctx, "models:/m/1", window="1h", reference=str(registered), target="y",
+                             performance_reference=str(tmp_path / "holdout.csv"), max_error_increase=0.5)
+    on_holdout = created.reference["performance"]
+    assert on_holdout["rows"] == 200 and on_holdout["metrics"]["accuracy"] < 0.9
+    assert created.reference["performance_source"].endswith("holdout.csv")
+    assert created.options["max_error_increase"] == 0.5
