@@ -9,9 +9,10 @@ or infinite there: an undefined metric is null and ``notes`` says why.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from keel.monitoring.result import clean
 
 __all__ = ["FairnessResult", "GroupMetrics", "LimitCheck", "MetricComparison", "PerformanceComparison",
            "PerformanceResult"]
@@ -212,16 +213,3 @@ class FairnessResult:
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (key ``fairness`` of ``keel.drift/1``)."""
         return clean({**asdict(self), "passed": self.passed})
-
-
-def clean(value: Any) -> Any:
-    """Strict JSON: non-finite floats become None, numpy scalars plain Python."""
-    if hasattr(value, "item") and not isinstance(value, (list, dict)):  # numpy scalar
-        value = value.item()
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [clean(v) for v in value]
-    return value

@@ -167,7 +167,7 @@ class DriftResult:
         """
         body = asdict(replace(self, performance=None, fairness=None))
         del body["performance"], body["fairness"]
-        doc = _clean({"schema": SCHEMA, "kind": "data_drift", **body,
+        doc = clean({"schema": SCHEMA, "kind": "data_drift", **body,
                       "drifted_columns": self.drifted, "schema_ok": self.schema_ok})
         for key in ("performance", "fairness"):
             if getattr(self, key) is not None:
@@ -175,11 +175,14 @@ class DriftResult:
         return doc
 
 
-def _clean(value: Any) -> Any:
+def clean(value: Any) -> Any:
+    """Strict JSON: non-finite floats become None, numpy scalars plain Python."""
+    if hasattr(value, "item") and not isinstance(value, (list, dict)):  # numpy scalar
+        value = value.item()
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
+        return {k: clean(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [clean(v) for v in value]
     return value

@@ -10,10 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import sqlalchemy as sa
-
 from keel.service.context import Context
-from keel.store.schema import monitor_results, monitors
 
 __all__ = ["fairness_section", "gate_section", "monitoring_section"]
 
@@ -87,19 +84,12 @@ def _fair_fields(fair: dict[str, Any]) -> dict[str, Any]:
 
 def _windows(ctx: Context, name: str, version: int) -> dict[str, list[Any]]:
     """Newest window results per monitor of ``name`` in which ``version`` answered."""
-    from keel.service.monitors import _result
+    from keel.service.monitors import result_from_row, version_windows
 
-    escaped = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     with ctx.store.read() as conn:
-        rows = conn.execute(
-            sa.select(monitor_results, monitors.c.name.label("monitor"))
-            .join(monitors, monitors.c.id == monitor_results.c.monitor_id)
-            .where(sa.or_(monitors.c.model_uri.like(f"models:/{escaped}/%", escape="\\"),
-                          monitors.c.model_uri.like(f"models:/{escaped}@%", escape="\\")),
-                   monitor_results.c.status != "empty")
-            .order_by(monitors.c.name, monitor_results.c.start_ms.desc())).all()
+        rows = version_windows(conn, name, version)
     found: dict[str, list[Any]] = {}
-    for row in rows:
-        if version in (row.versions or []) and len(found.setdefault(row.monitor, [])) < _RECENT:
-            found[row.monitor].append(_result(row, row.monitor))
+    for row in sorted(rows, key=lambda r: r.monitor):  # stable: newest first within each monitor
+        if len(found.setdefault(row.monitor, [])) < _RECENT:
+            found[row.monitor].append(result_from_row(row, row.monitor))
     return found

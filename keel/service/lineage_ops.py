@@ -88,15 +88,10 @@ def _deployed_version(reader: _Reader, node: Node) -> list[Link]:
 
 # ---------------------------------------------------------------- version -> monitor result
 def _monitor_results_of(reader: _Reader, node: Node) -> list[Link]:
-    name, version = node.attrs["name"], node.attrs["version"]
-    escaped = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    rows = reader.rows(sa.select(monitor_results, monitors.c.name.label("monitor"), monitors.c.model_uri)
-                       .join(monitors, monitors.c.id == monitor_results.c.monitor_id)
-                       .where(sa.or_(monitors.c.model_uri.like(f"models:/{escaped}/%", escape="\\"),
-                                     monitors.c.model_uri.like(f"models:/{escaped}@%", escape="\\")))
-                       .order_by(monitor_results.c.start_ms.desc(), monitor_results.c.id))
-    seen = [r for r in rows if version in (r.versions or [])][:_SHOWN]
-    return [(_monitor_result_node(r), {}) for r in seen]
+    from keel.service.monitors import version_windows
+
+    rows = version_windows(reader.conn, node.attrs["name"], node.attrs["version"])[:_SHOWN]
+    return [(_monitor_result_node(r), {}) for r in rows]
 
 
 def _monitored_versions(reader: _Reader, node: Node) -> list[Link]:

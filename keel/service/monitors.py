@@ -186,7 +186,7 @@ def list_results(ctx: Context, name: str, *, limit: int = 20) -> list[MonitorRes
         monitor = _monitor(conn, name)
         rows = conn.execute(sa.select(monitor_results).where(monitor_results.c.monitor_id == monitor.id)
                             .order_by(monitor_results.c.start_ms.desc()).limit(limit)).all()
-    return [_result(r, name) for r in rows]
+    return [result_from_row(r, name) for r in rows]
 
 
 def get_result(ctx: Context, result_id: str) -> dict[str, Any]:
@@ -245,6 +245,20 @@ def run_monitors(ctx: Context, names: list[str] | None = None, *, now: int | Non
                 result = _alert(ctx, monitor, result)
             outcomes.append(result)
     return outcomes
+
+
+def version_windows(conn: sa.Connection, name: str, version: int) -> list[Any]:
+    """Window results (with ``monitor`` and ``model_uri``) in which version ``version`` of ``name`` answered,
+    newest first: for lineage and the model card."""
+    escaped = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    rows = conn.execute(
+        sa.select(monitor_results, monitors.c.name.label("monitor"), monitors.c.model_uri)
+        .join(monitors, monitors.c.id == monitor_results.c.monitor_id)
+        .where(sa.or_(monitors.c.model_uri.like(f"models:/{escaped}/%", escape="\\"),
+                      monitors.c.model_uri.like(f"models:/{escaped}@%", escape="\\")),
+               monitor_results.c.status != "empty")
+        .order_by(monitor_results.c.start_ms.desc(), monitor_results.c.id)).all()
+    return [r for r in rows if version in (r.versions or [])]
 
 
 # ---------------------------------------------------------------- internals
@@ -458,6 +472,6 @@ def _info(row: Any) -> MonitorInfo:
                        row.created_at)
 
 
-def _result(row: Any, name: str) -> MonitorResult:
+def result_from_row(row: Any, name: str) -> MonitorResult:
     return MonitorResult(row.id, name, row.start_ms, row.end_ms, list(row.versions), row.rows, row.status,
                          list(row.alerts), dict(row.summary), row.result_sha256, row.webhook_status, row.created_at)

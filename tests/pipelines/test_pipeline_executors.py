@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from keel.pipelines.runner import PipelineFailed, run_file
 from keel.pipelines import values
+from pipeline_sources import RENDEZVOUS
 
 pytestmark = pytest.mark.store
 
@@ -40,43 +41,6 @@ def arrays(seed=7, n=50):
     return summary(colmeans(make(seed)), n)
 """
 
-RENDEZVOUS = """
-import os
-import time
-import keel
-
-FOLDER = os.path.dirname(os.path.abspath(__file__))
-
-
-def meet(me, other):
-    open(os.path.join(FOLDER, me), "w").close()
-    # Bounded: run one after the other, the first would wait for the second in vain.
-    for _ in range(600):
-        if os.path.exists(os.path.join(FOLDER, other)):
-            return me
-        time.sleep(0.1)
-    raise RuntimeError(f"{other} never started while {me} was running")
-
-
-@keel.step
-def left():
-    return meet("left", "right")
-
-
-@keel.step
-def right():
-    return meet("right", "left")
-
-
-@keel.step
-def join(a, b):
-    return a + "+" + b
-
-
-@keel.pipeline
-def parallel():
-    return join(left(), right())
-"""
 
 FAILING = """
 import numpy as np
