@@ -231,9 +231,8 @@ def run_monitors(ctx: Context, names: list[str] | None = None, *, now: int | Non
     outcomes: list[MonitorResult] = []
     for monitor in chosen:
         windows, skipped = due_windows(monitor.next_ms, monitor.window_ms, now, max_windows)
-        if skipped:
-            log.warning("keel: monitor %s skipped %d old windows (at most %d per pass)", monitor.name, skipped,
-                        max_windows)
+        if skipped and not _skip(ctx, monitor, windows[0].start_ms, skipped):
+            continue  # another pass moved the monitor on first
         if not windows:
             continue
         summary = _load_reference(ctx, monitor)
@@ -400,6 +399,22 @@ def _load_reference(ctx: Context, monitor: MonitorInfo) -> Any:
     from keel.monitoring.summary_io import load_summary
 
     return load_summary(ctx.blobs.get_bytes(monitor.reference_sha256, name=f"reference of monitor {monitor.name}"))
+
+
+def _skip(ctx: Context, monitor: MonitorInfo, to_ms: int, skipped: int) -> bool:
+    """Move a monitor that fell too far behind to ``to_ms``, recording the windows it leaves out."""
+    log.warning("keel: monitor %s is %d windows behind: it skips to the newest ones", monitor.name, skipped)
+
+    def write(tx: Tx) -> bool:
+        moved = tx.conn.execute(monitors.update().where(monitors.c.id == monitor.id,
+                                                        monitors.c.next_ms == monitor.next_ms)
+                                .values(next_ms=to_ms)).rowcount
+        if moved == 1:
+            tx.audit("monitor.skip", "monitor", monitor.name,
+                     {"from_ms": monitor.next_ms, "to_ms": to_ms, "windows": skipped})
+        return moved == 1
+
+    return ctx.write(write, role=EDITOR, what="skip old monitor windows")
 
 
 def _evaluate(ctx: Context, monitor: MonitorInfo, summary: Any, start: int, end: int) -> MonitorResult | None:

@@ -197,3 +197,15 @@ def test_reference_performance_can_come_from_a_labelled_holdout(client, register
     assert on_holdout["rows"] == 200 and on_holdout["metrics"]["accuracy"] < 0.9
     assert created.reference["performance_source"].endswith("holdout.csv")
     assert created.options["max_error_increase"] == 0.5
+
+
+def test_a_monitor_far_behind_skips_old_windows_once_and_keeps_going(client, registered):
+    from keel.service.monitors import create_monitor, get_monitor, run_monitors
+
+    create_monitor(client.ctx, "models:/m/1", window="1m", reference=str(registered), target="y", since_ms=0)
+    results = run_monitors(client.ctx, now=30 * 60_000 + 5, max_windows=3)
+    assert [r.start_ms for r in results] == [27 * 60_000, 28 * 60_000, 29 * 60_000]
+    assert get_monitor(client.ctx, "m").next_ms == 30 * 60_000
+    assert [r.start_ms for r in run_monitors(client.ctx, now=31 * 60_000 + 5)] == [30 * 60_000]
+    [skip] = [e for e in client.audit_log() if e.action == "monitor.skip"]
+    assert json.loads(skip.details) == {"from_ms": 0, "to_ms": 27 * 60_000, "windows": 27}
