@@ -2,7 +2,9 @@
 inputs, its parameters and the environment.
 
 Code: the step function's own source, the source of every function and
-class of its module that it reaches through its globals, and the whole file
+class of its module that it reaches through its globals, the top-level
+assignments of the module-level constants it reaches (``THRESHOLD = 0.5``),
+and the whole file
 of every *project* module it uses (imported as a module, or a function or
 class taken from one), with the project modules those files import, all
 the way down. A project module is a file under the project root that is not
@@ -15,6 +17,7 @@ another folder gets the same keys.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import importlib.util
 import inspect
@@ -25,7 +28,7 @@ import types
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-KEY_VERSION = 1  # bump when what the key covers changes: old cache entries then miss
+KEY_VERSION = 2  # bump when what the key covers changes: old cache entries then miss
 
 
 def sha256_text(text: str | bytes) -> str:
@@ -140,7 +143,12 @@ def code_fingerprint(fn: Any, project: Project) -> dict[str, str]:
         for f in functions:
             for name in _referenced_names(f.__code__):
                 if name in f.__globals__:
-                    visit(f.__globals__[name], home)
+                    value = f.__globals__[name]
+                    if _is_code(value):
+                        visit(value, home)
+                    else:  # a module-level constant: the statements that assign it
+                        parts[f"global:{project.relative(home)}:{name}"] = sha256_text(
+                            _assignments(project.source(home), name) or _plain_repr(value))
             for cell in f.__closure__ or ():
                 try:
                     visit(cell.cell_contents, home)
@@ -176,6 +184,39 @@ def cache_key(*, step: str, code: Mapping[str, str], inputs: Mapping[str, Any], 
     payload = {"v": KEY_VERSION, "step": step, "code": dict(code), "inputs": dict(inputs),
                "params": dict(params), "env": env, "outputs": outputs}
     return sha256_text(json.dumps(payload, sort_keys=True, separators=(",", ":")))
+
+
+def _is_code(value: Any) -> bool:
+    obj = getattr(value, "fn", value) if type(value).__name__ in ("Step", "Pipeline") else value
+    return isinstance(obj, types.ModuleType) or inspect.isfunction(obj) or inspect.isclass(obj) \
+        or inspect.isbuiltin(obj) or callable(obj)
+
+
+def _assignments(data: bytes, name: str) -> str:
+    """The source of every top-level statement of a module's source that assigns ``name`` (in order)."""
+    source = data.decode("utf-8", "replace")
+    found = []
+    for node in _tree(source).body:
+        targets: list[ast.expr] = []
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
+            targets = [node.target]
+        names = {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+        if name in names:
+            found.append(ast.get_source_segment(source, node) or "")
+    return "\n".join(found)
+
+
+@functools.lru_cache(maxsize=64)
+def _tree(source: str) -> ast.Module:
+    return ast.parse(source)
+
+
+def _plain_repr(value: Any) -> str:
+    """A stable text of a plain value not assigned at top level (a loop, an import); type only otherwise."""
+    plain = (type(None), bool, int, float, str, bytes, tuple, list, dict, set, frozenset)
+    return repr(value) if isinstance(value, plain) else f"<{type(value).__module__}.{type(value).__qualname__}>"
 
 
 def _referenced_names(code: types.CodeType) -> Iterable[str]:

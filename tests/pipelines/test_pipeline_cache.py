@@ -38,9 +38,12 @@ def total(values, offset: float):
     return sum(values) + offset
 
 
+SUFFIX = ""
+
+
 @keel.step
 def describe(label: str):
-    return shout(label)
+    return shout(label) + SUFFIX
 
 
 @keel.pipeline(datasets=["data"])
@@ -119,6 +122,16 @@ def test_editing_one_step_reruns_it_and_what_depends_on_it_only(project, setting
     again = run(project, settings)
     assert again.ran == ["total"]
     assert again.value()["total"] == 13.0
+
+
+def test_changing_a_module_level_constant_a_step_uses_reruns_that_step(project, settings):
+    run(project, settings)
+    source = (project / "pipe.py").read_text()
+    (project / "pipe.py").write_text(source.replace('SUFFIX = ""', 'SUFFIX = "?"'))
+
+    again = run(project, settings)
+    assert again.ran == ["describe"]
+    assert again.value()["label"] == "X?"
 
 
 def test_changing_the_data_reruns_the_steps_downstream_of_it(project, settings):
