@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from keel.deploy.base import DeploySpec, Plan, Target
-from keel.deploy.render import READY, header, served_name
+from keel.deploy.render import READY, header, serve_flags, served_name
 from keel.errors import Conflict, KeelError
 
 PID_FILE = "keel-serve.pid"
@@ -37,7 +37,8 @@ STOP_TIMEOUT = 45.0
 def command(spec: DeploySpec) -> list[str]:
     host = spec.options.get("host") or HOST
     uri = spec.model_uri if spec.model_uri.startswith(("models:/", "runs:/")) else f"{served_name(spec)}={spec.model_uri}"
-    return [sys.executable, "-m", "keel.cli.main", "serve", uri, "--host", host, "--port", str(spec.port)]
+    return [sys.executable, "-m", "keel.cli.main", "serve", uri, "--host", host, "--port", str(spec.port),
+            *serve_flags(spec)]
 
 
 def port_free(host: str, port: int) -> bool:
@@ -68,36 +69,42 @@ class LocalTarget(Target):
     def apply(self, spec: DeploySpec, out: Path) -> dict[str, Any]:
         host = spec.options.get("host") or HOST
         env = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
-        if spec.settings is not None:  # the server reads the same store as the deploying command
-            env.update({"KEEL_HOME": str(spec.settings.home), "KEEL_STORE_URI": spec.settings.store_uri,
-                        "KEEL_ARTIFACT_URI": spec.settings.artifact_uri, "KEEL_USER": spec.settings.user})
+        if spec.settings is not None:  # the server reads the same store, as the same actor, as the deploying command
+            settings = spec.settings
+            env.update({"KEEL_HOME": str(Path(settings.home).absolute()), "KEEL_STORE_URI": settings.store_uri,
+                        "KEEL_ARTIFACT_URI": settings.artifact_uri, "KEEL_USER": settings.user})
+            env.update({k: v for k, v in (("KEEL_TOKEN", settings.token),
+                                          ("KEEL_TRACKING_URI", settings.tracking_uri)) if v})
         env.update(spec.profile.env)
         log = out / LOG_FILE
         with log.open("ab") as sink:
             proc = subprocess.Popen(command(spec), stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     env=env, cwd=out, start_new_session=True)
-        (out / PID_FILE).write_text(f"{proc.pid}\n")
         url = f"http://{host}:{spec.port}"
         state = {"pid": proc.pid, "host": host, "port": spec.port, "url": url, "log": str(log),
                  "pid_file": str(out / PID_FILE)}
-        deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise KeelError(f"keel serve exited with status {proc.returncode} before it was ready; the last lines "
-                                f"of {log}:\n{_tail(log)}")
-            if _ready(url):
-                return state
-            time.sleep(0.2)
-        self.delete(out, state)
-        raise KeelError(f"keel serve did not become ready within {READY_TIMEOUT:.0f} s; see {log}:\n{_tail(log)}")
+        try:
+            (out / PID_FILE).write_text(f"{proc.pid}\n")
+            deadline = time.monotonic() + READY_TIMEOUT
+            while time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    raise KeelError(f"keel serve exited with status {proc.returncode} before it was ready; the last "
+                                    f"lines of {log}:\n{_tail(log)}")
+                if _ready(url):
+                    return state
+                time.sleep(0.2)
+            raise KeelError(f"keel serve did not become ready within {READY_TIMEOUT:.0f} s; see {log}:\n{_tail(log)}")
+        except BaseException:  # Ctrl-C included: no server is left running that no deployment records
+            self.delete(out, state)
+            raise
 
     def status(self, out: Path, state: Mapping[str, Any]) -> str:
         pid = state.get("pid")
-        return "running" if isinstance(pid, int) and _is_our_server(pid) else "stopped"
+        return "running" if isinstance(pid, int) and _is_our_server(pid, state.get("port")) else "stopped"
 
     def delete(self, out: Path, state: Mapping[str, Any]) -> None:
         pid = state.get("pid")
-        if not isinstance(pid, int) or not _is_our_server(pid):
+        if not isinstance(pid, int) or not _is_our_server(pid, state.get("port")):
             return
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT
@@ -132,6 +139,8 @@ def _gone(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return True
+    except PermissionError:  # alive, but another user's: a recycled pid, not our server
+        return False
     return _proc_state(pid) == "Z"
 
 
@@ -142,15 +151,23 @@ def _proc_state(pid: int) -> str | None:
         return None
 
 
-def _is_our_server(pid: int) -> bool:
-    """``pid`` is alive and still runs keel serve (not a recycled pid)."""
+def _is_our_server(pid: int, port: Any = None) -> bool:
+    """``pid`` is alive and still runs this deployment's keel serve (not a recycled pid, not another deployment's)."""
     if _gone(pid):
         return False
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        return False  # another user's process
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return True  # no /proc (macOS): the pid is alive; trust the pid file
-    return b"keel.cli.main" in argv and b"serve" in argv
+    ours = b"keel.cli.main" in argv and b"serve" in argv
+    if ours and port is not None:
+        at = [i for i, a in enumerate(argv) if a == b"--port"]
+        ours = any(i + 1 < len(argv) and argv[i + 1] == str(port).encode() for i in at)
+    return ours
 
 
 def _tail(path: Path, lines: int = 20) -> str:

@@ -22,8 +22,40 @@ def served_name(spec: DeploySpec) -> str:
 
 def serve_args(spec: DeploySpec, bundle_path: str, *, host: str = "0.0.0.0") -> list[str]:
     """``keel serve`` arguments after the program, serving the bundle at ``bundle_path`` by its model name."""
-    args = ["serve", f"{served_name(spec)}={bundle_path}", "--host", host, "--port", str(spec.port)]
-    return args
+    return ["serve", f"{served_name(spec)}={bundle_path}", "--host", host, "--port", str(spec.port),
+            *serve_flags(spec)]
+
+
+# keel.toml's [serve] keys that a deployed server gets as flags (host and port are the deploy's own).
+_VALUE_FLAGS = {"workers": "--workers", "max_batch_size": "--max-batch-size", "max_wait_ms": "--max-wait-ms",
+                "max_queue": "--max-queue", "max_body_mb": "--max-body-mb"}
+_SWITCHES = {"log_predictions": "log-predictions", "access_log": "access-log", "auth": "auth"}
+
+
+def serve_flags(spec: DeploySpec) -> list[str]:
+    """The project's ``[serve]`` table as explicit ``keel serve`` flags.
+
+    A deployed server does not run where the project's keel.toml is (a unit's
+    working directory, an image's /app), so what the table sets, ``auth``
+    above all, must travel on the command line. Values are checked here, so a
+    bad table fails the deploy, not the server.
+    """
+    from keel.serving.server import ServeOptions
+
+    table = dict(spec.settings.serve) if spec.settings is not None else {}
+    if not table:
+        return []
+    options = ServeOptions.resolve(["x"], {}, {k: v for k, v in table.items() if k not in ("host", "port")})
+    flags: list[str] = []
+    for key, flag in _VALUE_FLAGS.items():
+        if key in table:
+            flags += [flag, str(getattr(options, key))]
+    for key, name in _SWITCHES.items():
+        if key in table:
+            flags.append(f"--{name}" if getattr(options, key) else f"--no-{name}")
+    if table.get("native"):
+        flags.append("--native")
+    return flags
 
 
 def bundle_files(spec: DeploySpec, prefix: str = "bundle") -> dict[str, Path]:

@@ -206,3 +206,23 @@ def test_keel_toml_profiles_through_the_cli(tmp_path, keel_env) -> None:
                                    "suffix (\"512Mi\", \"4Gi\"), a decimal suffix (\"1G\", \"500M\"), plain bytes "
                                    "(1073741824) or an exponent (\"1e9\"); got '512m' (a lower-case 'm' is a "
                                    "fraction of a byte; did you mean 512Mi?)")
+
+
+def test_the_projects_serve_table_travels_to_every_deployed_server(sk_bundle, tmp_path) -> None:
+    """A deployed server does not run beside keel.toml: [serve] auth and limits become flags."""
+    from keel.deploy import kubernetes, local, systemd
+    from keel.errors import ConfigError
+    from keel.settings import Settings
+
+    settings = Settings.load({"home": tmp_path / "home", "serve": {"auth": True, "max_queue": 32,
+                                                                  "log_predictions": False}}, env={})
+    wanted = ["--max-queue", "32", "--no-log-predictions", "--auth"]
+    spec = spec_for(sk_bundle, settings=settings)
+    container = kubernetes.manifests(spec)[0]["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"][-4:] == wanted
+    assert " ".join(wanted) in systemd.unit(dataclasses.replace(spec, target="systemd"))
+    assert local.command(dataclasses.replace(spec, target="local"))[-4:] == wanted
+
+    bad = Settings.load({"home": tmp_path / "home", "serve": {"max_queue": 0}}, env={})
+    with pytest.raises(ConfigError, match="max_queue must be an integer >= 1"):
+        kubernetes.manifests(spec_for(sk_bundle, settings=bad))
