@@ -149,7 +149,12 @@ def handler_for(model: Model) -> type:
         def do_POST(self) -> None:  # noqa: N802
             if self.path != "/predict":
                 return self._send(404, {"error": f"no route {self.path}"})
-            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                return self._send(400, {"error": "Content-Length must be a number of bytes"})
+            if length < 0:
+                return self._send(400, {"error": "Content-Length must not be negative"})
             if length > MAX_BODY:
                 return self._send(413, {"error": f"body larger than {MAX_BODY} bytes"})
             try:

@@ -13,15 +13,25 @@ from pathlib import Path
 
 
 def fetch(uri: str, dest: str | Path, settings=None) -> Path:
-    """Copy the verified bundle of ``uri`` into ``dest`` (which must not exist or be empty)."""
+    """Copy the verified bundle of ``uri`` into ``dest`` (which must not exist or be empty).
+
+    Idempotent: init steps run again when a pod restarts, and the emptyDir
+    keeps what the first run copied. A ``dest`` that already holds this very
+    bundle (same manifest, every file verifying) is left as it is; one that
+    holds anything else is refused, never overwritten.
+    """
     from keel.deploy.files import check_out
     from keel.formats.api import resolve_bundle
-    from keel.formats.bundle import read_manifest, verify_files
+    from keel.formats.bundle import MANIFEST, read_manifest, sha256_file, verify_files
 
-    target = check_out(dest)
     folder, _ = resolve_bundle(uri, settings)
     manifest = read_manifest(folder)
     verify_files(manifest)
+    existing = Path(dest).expanduser().absolute()
+    if (existing / MANIFEST).is_file() and sha256_file(existing / MANIFEST) == sha256_file(folder / MANIFEST):
+        verify_files(read_manifest(existing))  # a file changed since the first copy fails here
+        return existing
+    target = check_out(dest)
     staging = target.with_name(f".{target.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(folder, staging)

@@ -17,6 +17,7 @@ Everything runs as a non-root user with a read-only root filesystem.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from keel.deploy.base import RUN_AS_UID, DeploySpec, Plan, Target
@@ -27,6 +28,7 @@ MODELS_DIR = "/models"
 HOME_DIR = "/var/lib/keel"
 STORE_SECRET = "keel-store"
 IMAGE_BUNDLE = "/app/bundle"
+_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
 def bundle_source(spec: DeploySpec) -> tuple[str, str | None]:
@@ -43,14 +45,11 @@ def bundle_source(spec: DeploySpec) -> tuple[str, str | None]:
     if choice == "image":
         return "image", None
     if isinstance(choice, str) and choice.startswith("pvc:"):
-        from keel.deploy.base import check_name
-
         claim = choice[4:]
-        try:
-            check_name(claim) if len(claim) <= 40 else None
-        except InvalidInput:
-            raise InvalidInput(f"--bundle-from pvc:CLAIM needs a claim name (lower-case DNS label), got {claim!r}") \
-                from None
+        # A claim name is a DNS-1123 subdomain: lower-case labels of letters, digits and '-', joined by '.'.
+        if not (0 < len(claim) <= 253 and _SUBDOMAIN.match(claim)):
+            raise InvalidInput(f"--bundle-from pvc:CLAIM needs a claim name (lower-case DNS subdomain, at most 253 "
+                               f"characters), got {claim!r}")
         return "pvc", claim
     raise InvalidInput(f"--bundle-from must be fetch, image or pvc:CLAIM, got {choice!r}")
 

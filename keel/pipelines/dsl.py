@@ -93,6 +93,9 @@ def parse_bytes(value: Any, where: str) -> int:
     return int(float(match[1]) * _UNITS[match[2].lower()])
 
 
+_STEP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
+
+
 class Step:
     """A decorated step function. Called in a pipeline: a graph node; elsewhere: the function."""
 
@@ -104,6 +107,9 @@ class Step:
             raise InvalidInput(f"@keel.step({fn.__name__}): outputs must be an int >= 1, got {outputs!r}")
         self.fn = fn
         self.name = name or fn.__name__
+        if not _STEP_NAME.match(self.name):  # it names child runs, cache rows and temp folders
+            raise InvalidInput(f"@keel.step name must be letters, digits, '_', '.' or '-' (starting with a letter "
+                               f"or '_'), at most 128 characters; got {self.name!r}")
         self.outputs = outputs
         self.resources = Resources.parse(resources, f"step {self.name!r}")
         self.cache = bool(cache)
@@ -205,6 +211,9 @@ class Pipeline:
                  experiment: str | None = None) -> None:
         self.fn = fn
         self.name = name or fn.__name__
+        if not _STEP_NAME.match(self.name):  # it names the pipeline's experiment and its runs
+            raise InvalidInput(f"@keel.pipeline name must be letters, digits, '_', '.' or '-' (starting with a "
+                               f"letter or '_'), at most 128 characters; got {self.name!r}")
         self.experiment = experiment or self.name
         self.signature = inspect.signature(fn)
         self.datasets = tuple(datasets)

@@ -20,7 +20,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
-from keel.errors import InvalidInput, KeelError, PolicyViolation
+from keel.errors import IntegrityError, InvalidInput, KeelError, PolicyViolation
 from keel.settings import Settings
 
 ENVS = ("current", "build")  # where a replay runs: this interpreter, or a venv built from the recorded lock
@@ -99,7 +99,11 @@ def replay(pipeline_run_id: str, *, data: str | Mapping[str, str] | None = None,
             "cache": cache, "strict": strict, "executor_options": dict(executor_options or {})})
     check_environment(record, strict=strict)
     folder = materialize_sources(client.ctx, settings, record, recorded.record_sha256)
-    pipe = find_pipeline(load_file(folder / record["file"], root=folder), record["pipeline"])
+    entry = (folder / record["file"]).resolve()
+    if not entry.is_relative_to(folder.resolve()):
+        raise IntegrityError(f"the replay record of run {recorded.run_id} names a pipeline file outside its sources: "
+                             f"{record['file']!r}")
+    pipe = find_pipeline(load_file(entry, root=folder), record["pipeline"])
 
     values = dict(record["params"])
     values.update(params or {})
@@ -269,7 +273,10 @@ def _data_overrides(pipe: Any, data: str | Mapping[str, str] | None) -> dict[str
 
 def _recorded_copy(ctx: Any, settings: Settings, dataset: dict[str, Any], name: str) -> str:
     """A local copy of the dataset file the recorded run read (from the artifact store)."""
-    target = settings.home / "cache" / "pipelines" / "data" / dataset["sha256"] / dataset["filename"]
+    filename = str(dataset.get("filename") or "")
+    if not filename or filename != Path(filename).name or filename in (".", ".."):
+        raise IntegrityError(f"the replay record names dataset {name!r} with an unsafe file name {filename!r}")
+    target = settings.home / "cache" / "pipelines" / "data" / dataset["sha256"] / filename
     if not target.is_file():
         ctx.blobs.copy_to(dataset["sha256"], target, name=f"recorded dataset {name}")
     return str(target)

@@ -74,6 +74,11 @@ def test_edge_bundle_predicts_like_the_model_without_keel(onnx_bundle, data, edg
         assert answer["predictions"] == model.predict(X[:10]).tolist()
         bad = requests.post(url + "/predict", json={"instances": [[1.0, 2.0]]}, timeout=10)
         assert bad.status_code == 400 and "expected rows of 6 values" in bad.json()["error"]
+        for length in ("-1", "lots"):  # a body length that would read to EOF, or is no number: refused
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+                raw.sendall(f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n".encode())
+                assert raw.recv(4096).startswith(b"HTTP/1.0 400"), length
+        assert requests.get(url + "/health", timeout=10).status_code == 200  # and it keeps serving
     finally:
         server.terminate()
         server.wait(30)

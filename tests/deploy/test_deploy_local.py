@@ -135,6 +135,18 @@ def test_the_kubernetes_init_step_fetches_a_verified_bundle(registered, tmp_path
     assert done.returncode == 0, done.stderr
     verify_files(read_manifest(dest))
     assert kubernetes.STORE_SECRET == "keel-store"
+    # A restarted pod runs its init step again over the kept emptyDir: the same bundle is accepted as it is.
+    again = subprocess.run([sys.executable, *command[1:4], str(dest)], env=registered["env"], capture_output=True,
+                           text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    # Anything else in the folder is refused, never overwritten.
+    other = tmp_path / "models" / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    refused = subprocess.run([sys.executable, *command[1:4], str(other)], env=registered["env"], capture_output=True,
+                             text=True, timeout=120)
+    assert refused.returncode == 1 and "not an empty folder" in refused.stderr
+    assert (other / "notes.txt").read_text() == "keep me"
 
 
 def test_edge_of_a_registered_model_ships_its_parity_checked_onnx_copy(registered, tmp_path) -> None:

@@ -194,3 +194,11 @@ def test_an_unknown_executor_is_refused_before_any_run_is_recorded(tmp_path, set
     with pytest.raises(InvalidInput, match="unknown executor 'slurm'; choose one of inprocess, subprocess"):
         run_file(path, settings=settings, executor="slurm")
     assert client.search_runs("arrays") == []
+
+
+def test_a_step_name_that_cannot_name_a_folder_is_refused_where_it_is_declared():
+    import keel
+    from keel.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match=r"@keel.step name must be letters, digits.*got 'a/b'"):
+        keel.step(name="a/b")(lambda: 1)
