@@ -340,3 +340,22 @@ def test_a_step_task_job_validates_and_its_command_runs_the_task(tmp_path, setti
     assert y.tolist() == pd.read_csv(folder / "train.csv")["label"].tolist()
     assert (pod_home / "cache/pipelines/data" / staged["sha256"] / "train.csv").read_bytes() == \
         (folder / "train.csv").read_bytes()
+
+
+def test_a_job_whose_pod_can_never_start_is_reported_not_waited_for() -> None:
+    """The executor gives up on a pod stuck in ImagePullBackOff (the Job itself never fails)."""
+    from types import SimpleNamespace as NS
+
+    from keel.pipelines.executors.kubernetes import pod_blocker
+
+    def pod(reason, message="", init=False):
+        container = NS(name="main", state=NS(waiting=NS(reason=reason, message=message) if reason else None))
+        statuses = {"container_statuses": None if init else [container],
+                    "init_container_statuses": [container] if init else None}
+        return NS(status=NS(**statuses))
+
+    assert pod_blocker([pod(None), pod("ContainerCreating")]) is None  # still starting
+    assert pod_blocker([pod("ImagePullBackOff", 'Back-off pulling image "keel-pipeline:latest"')]) == \
+        'main: ImagePullBackOff: Back-off pulling image "keel-pipeline:latest"'
+    assert pod_blocker([pod("CreateContainerConfigError", "secret keel-store not found", init=True)]).startswith(
+        "main: CreateContainerConfigError")

@@ -263,6 +263,21 @@ def _label(text: str) -> str:
 
 
 RESULT_MARK = "KEEL_STEP_RESULT "  # the task command's last stdout line: the StepResult, read from the pod's log
+def pod_blocker(pods: Any) -> str | None:
+    """The first container of ``pods`` (the client's V1Pod objects) waiting for a reason it never leaves."""
+    for pod in pods:
+        status = getattr(pod, "status", None)
+        for container in (getattr(status, "container_statuses", None) or []) + \
+                (getattr(status, "init_container_statuses", None) or []):
+            waiting = getattr(container.state, "waiting", None)
+            if waiting is not None and waiting.reason in _HOPELESS:
+                return f"{container.name}: {waiting.reason}: {waiting.message or ''}".strip().rstrip(":")
+    return None
+
+
+_API_RETRIES = 5  # consecutive failed status reads before a step is given up
+# Waiting reasons a pod never leaves by itself (kubelet retries them with back-off, forever).
+_HOPELESS = frozenset({"ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError"})
 _STAGED_DATA = ("cache", "pipelines", "data")  # where the runner stages a dataset: HOME/cache/pipelines/data/SHA/NAME
 
 
@@ -349,11 +364,23 @@ class KubernetesExecutor:
 
         from keel.pipelines.executors.base import StepResult
 
+        failures = 0
         while True:
-            status = self._connect()[0].read_namespaced_job_status(job, self.namespace).status
+            try:
+                status = self._connect()[0].read_namespaced_job_status(job, self.namespace).status
+                failures = 0
+            except Exception as exc:  # noqa: BLE001 - an API hiccup: try again a few times before giving up
+                failures += 1
+                if failures >= _API_RETRIES:
+                    return StepResult(node, False, error=f"lost track of Job {job}: {type(exc).__name__}: {exc}")
+                time.sleep(self.poll_s)
+                continue
             done = {c.type for c in (status.conditions or []) if c.status == "True"} & {"Complete", "Failed"}
             if done:
                 break
+            stuck = self._stuck(job)
+            if stuck:  # a pod that can never start produces no Job condition: do not wait forever
+                return StepResult(node, False, error=f"Job {job} cannot start: {stuck}")
             time.sleep(self.poll_s)
         log = self._log(job)
         for line in reversed(log.splitlines()):
@@ -362,6 +389,14 @@ class KubernetesExecutor:
         reasons = [f"{c.reason}: {c.message}" for c in (status.conditions or []) if c.type == "Failed"]
         return StepResult(node, False, error=f"WorkerDied: Job {job} ended without a result "
                           f"({'; '.join(reasons) or 'no reason given'}); last output: {log[-2000:] or '(none)'}")
+
+    def _stuck(self, job: str) -> str | None:
+        """Why the Job's pod can never run (an image that cannot be pulled, a bad config), or None."""
+        try:
+            pods = self._connect()[1].list_namespaced_pod(self.namespace, label_selector=f"job-name={job}").items
+        except Exception:  # noqa: BLE001 - judged again at the next poll
+            return None
+        return pod_blocker(pods)
 
     def _log(self, job: str) -> str:
         core = self._connect()[1]
