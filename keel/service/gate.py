@@ -59,6 +59,27 @@ def record_decision(ctx: Context, name: str, version: int, *, champion_version: 
     return record
 
 
+def link_promotion(ctx: Context, decision: GateDecision, request_id: str) -> GateDecision:
+    """Record the promotion request that a blessed decision filed (after the decision itself was recorded)."""
+    from dataclasses import replace
+
+    def write(tx: Tx) -> GateDecision:
+        tx.conn.execute(gate_decisions.update().where(gate_decisions.c.id == decision.id)
+                        .values(promotion_request_id=request_id))
+        tx.audit("gate.promotion_request", "model_version", f"{decision.name}/{decision.version}",
+                 {"decision_id": decision.id, "promotion_request_id": request_id})
+        return replace(decision, promotion_request_id=request_id)
+
+    linked = ctx.write(write, what="record gate decisions")
+    from keel.service.version_artifacts import attach, list_attached, read_attached
+
+    [stored] = [a for a in list_attached(ctx, decision.name, decision.version, kind="gate") if a.path == DECISION_PATH]
+    document = {**json.loads(read_attached(ctx, stored)), "promotion_request_id": request_id}
+    attach(ctx, decision.name, decision.version, DECISION_PATH,
+           json.dumps(document, indent=2, sort_keys=True, default=str).encode(), kind="gate")
+    return linked
+
+
 def decisions_for(ctx: Context, name: str, version: int | None = None) -> list[GateDecision]:
     """Gate decisions on a model's versions, newest first."""
     query = sa.select(gate_decisions).where(gate_decisions.c.name == name)

@@ -24,7 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from keel.errors import InvalidInput, NotFound
-from keel.pipelines.gate import GateSpec, decide, default_spec
+from keel.pipelines.gate import Decision, GateSpec, decide, default_spec
 from keel.settings import Settings
 
 
@@ -116,9 +116,14 @@ def gate(name: str, challenger: int, *, champion: int | None, eval_data: str | P
         raise  # bad evaluation data: not the challenger's fault
     except Exception as exc:  # noqa: BLE001 - whatever breaks loading or predicting fails the check
         load_check = (False, f"models:/{name}/{challenger} failed to load or predict: {type(exc).__name__}: {exc}")
+    champion_problem = None
     if champion is not None:
-        champion_model = load_model(f"models:/{name}/{champion}", settings=client.settings)
-        _, scores["champion"] = score(champion_model, frame, target, ignore)
+        try:
+            champion_model = load_model(f"models:/{name}/{champion}", settings=client.settings)
+            _, scores["champion"] = score(champion_model, frame, target, ignore)
+        except Exception as exc:  # noqa: BLE001 - a champion that cannot be scored cannot be beaten: not blessed
+            champion_problem = f"champion models:/{name}/{champion} could not be scored on the evaluation data: " \
+                               f"{type(exc).__name__}: {exc}"
     if spec is None or not (spec.floors or spec.ceilings or spec.tolerances):  # e.g. only fairness was asked
         spec = dataclasses.replace(spec or GateSpec(), tolerances=default_spec(task).tolerances)
     fair = None
@@ -127,21 +132,29 @@ def gate(name: str, challenger: int, *, champion: int | None, eval_data: str | P
 
         fair = fairness(model, frame, target, spec.sensitive, dict(spec.fairness))
     decision = decide(spec, scores.get("challenger", {}), scores.get("champion"), load_check, fair)
+    if champion_problem is not None:
+        decision = Decision(False, [*decision.checks, {"name": "champion_scored", "passed": False,
+                                                       "detail": champion_problem}],
+                            [*decision.reasons, champion_problem])
 
+    # The decision is recorded before anything acts on it: a promotion request that fails still
+    # leaves the challenger's decision, with its numbers, on the version and in the audit log.
+    details = {"alias": alias, "target": target, "task": task, "scores": scores, "spec": spec.to_dict(),
+               "evaluation_data": _data_summary(eval_data, frame), "fairness": fair, "pipeline_run_id": pipeline_run_id,
+               "replay_of": replay_of}
+    recorded = record_decision(ctx, name, challenger, champion_version=champion, blessed=decision.blessed,
+                               reasons=decision.reasons, checks=decision.checks, promotion_request_id=None,
+                               details=details)
     request_id = status = None
     if decision.blessed:
+        from keel.service.gate import link_promotion
         from keel.service.promotions import request_promotion
 
         comment = f"blessed by the retrain gate against champion version {champion}" if champion else \
             "blessed by the retrain gate (no champion yet)"
         request = request_promotion(ctx, name, challenger, alias, comment=comment)
         request_id, status = request.id, request.status
-    details = {"alias": alias, "target": target, "task": task, "scores": scores, "spec": spec.to_dict(),
-               "evaluation_data": _data_summary(eval_data, frame), "fairness": fair, "pipeline_run_id": pipeline_run_id,
-               "replay_of": replay_of}
-    recorded = record_decision(ctx, name, challenger, champion_version=champion, blessed=decision.blessed,
-                               reasons=decision.reasons, checks=decision.checks, promotion_request_id=request_id,
-                               details=details)
+        recorded = link_promotion(ctx, recorded, request_id)
     return RetrainResult(name, pipeline_run_id, replay_of, base_version or challenger, challenger, champion,
                          decision.blessed, decision.reasons, decision.checks, scores, request_id, status,
                          recorded.id)

@@ -155,3 +155,18 @@ def test_a_challenger_that_treats_groups_unequally_is_stopped_by_the_fairness_li
     assert any(c["name"] == "vs_champion:accuracy" for c in result.checks)
     [decision] = decisions_for(client.ctx, "churn", result.challenger)
     assert not decision.blessed and decision.reasons == result.reasons
+
+
+def test_a_champion_that_cannot_be_scored_is_not_beaten_by_default_and_the_decision_is_kept(
+        churn_project, settings, client, champion):
+    from pathlib import Path
+
+    # The champion's stored manifest is damaged: it no longer loads (its hash no longer matches).
+    blob = Path(client.ctx.blobs.path_of(get_version(client.ctx, "churn", 1).manifest_sha256))
+    blob.write_bytes(blob.read_bytes() + b"# tampered\n")
+    result = retrain("churn", str(churn_project / "new.csv"), settings=settings)
+    assert not result.blessed and result.promotion_request_id is None
+    [check] = [c for c in result.checks if c["name"] == "champion_scored"]
+    assert not check["passed"] and "champion models:/churn/1 could not be scored" in check["detail"]
+    [decision] = decisions_for(client.ctx, "churn", result.challenger)
+    assert not decision.blessed and any("could not be scored" in r for r in decision.reasons)
