@@ -56,14 +56,30 @@ def list_files(pattern: str) -> list[str]:
 
 
 def file_key(path: str) -> str:
-    """``sha256:path``: the same path with new content is new data."""
+    """``sha256:path``: the same path with new content is new data.
+
+    A long-running scheduler hashes a file again only when its size or
+    modification time (or ETag) changed since it last did: a folder of large
+    training files is not re-read every pass.
+    """
     import fsspec
 
+    fs, local = fsspec.core.url_to_fs(path)
+    info = fs.info(local)
+    stamp = (info.get("size"), info.get("mtime") or info.get("LastModified") or info.get("ETag") or info.get("etag"))
+    known = _hashed.get(path)
+    if known is not None and known[0] == stamp and stamp[1] is not None:
+        return known[1]
     digest = hashlib.sha256()
     with fsspec.open(path, "rb") as fh:
         while chunk := fh.read(1 << 20):
             digest.update(chunk)
-    return f"{digest.hexdigest()}:{path}"[:1024]
+    key = f"{digest.hexdigest()}:{path}"[:1024]
+    _hashed[path] = (stamp, key)
+    return key
+
+
+_hashed: dict[str, tuple[tuple[Any, Any], str]] = {}  # path -> (size and time it had, its key), per process
 
 
 def due(trigger: service.Trigger, claimed: set[str], now: datetime,
