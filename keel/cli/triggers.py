@@ -10,16 +10,19 @@ from keel.cli.common import client_from, fmt_time, out, print_json
 
 app = typer.Typer(help="Triggers: retrain or run a pipeline on new data, on a schedule, or by hand.",
                   no_args_is_help=True)
-_KINDS = {"new-data": "new_data", "schedule": "schedule", "monitor-alert": "monitor_alert", "manual": "manual"}
+_KINDS = {"new-data": "new_data", "dataset": "dataset", "schedule": "schedule", "monitor-alert": "monitor_alert",
+          "manual": "manual"}
 
 
 @app.command("create")
 def create(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Trigger name."),
-    on: str = typer.Option(..., "--on", help="new-data, schedule, monitor-alert or manual."),
+    on: str = typer.Option(..., "--on", help="new-data, dataset, schedule, monitor-alert or manual."),
     path: Optional[str] = typer.Option(None, "--path", help="new-data: a folder or glob (local or fsspec URL)."),
     cron: Optional[str] = typer.Option(None, "--cron", help="schedule: cron expression, e.g. '0 3 * * *'."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="dataset: the name new data is logged under "
+                                                                  "(keel.log_dataset(..., save=True))."),
     monitor: Optional[str] = typer.Option(None, "--monitor", help="monitor-alert: the monitor whose alerting "
                                                                   "windows fire it."),
     retrain: Optional[str] = typer.Option(None, "--retrain", help="Action: retrain this registered model."),
@@ -38,7 +41,8 @@ def create(
     kind = _KINDS.get(on)
     if kind is None:
         raise InvalidInput(f"--on must be one of {', '.join(_KINDS)}, got {on!r}")
-    spec = {"new_data": {"path": path}, "schedule": {"cron": cron}, "monitor_alert": {"monitor": monitor}}.get(kind, {})
+    spec = {"new_data": {"path": path}, "dataset": {"dataset": dataset}, "schedule": {"cron": cron},
+            "monitor_alert": {"monitor": monitor}}.get(kind, {})
     action = {k: v for k, v in {"retrain": retrain, "pipeline": pipeline, "data": data, "eval": eval_data,
                                 "target": target}.items() if v is not None}
     if retrain:
@@ -67,7 +71,7 @@ def list_(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help
         return print_json(found)
     table = Table("name", "kind", "on", "action", "created (UTC)")
     for t in found:
-        table.add_row(t.name, t.kind, str(t.spec.get("path") or t.spec.get("cron") or t.spec.get("monitor") or "-"),
+        table.add_row(t.name, t.kind, str(t.spec.get("path") or t.spec.get("cron") or t.spec.get("monitor") or t.spec.get("dataset") or "-"),
                       f"retrain {t.action['retrain']}" if "retrain" in t.action else f"pipeline {t.action['pipeline']}",
                       fmt_time(t.created_at))
     out.print(table)

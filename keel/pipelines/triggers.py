@@ -4,6 +4,9 @@
   content hash, so a new file, or a file whose content changed, fires once.
 - ``schedule``: cron syntax (croniter); after downtime only the latest missed
   tick fires, not every one.
+- ``dataset``: each new digest logged under a dataset name
+  (``keel.log_dataset(df, name=..., save=True)``) after the trigger was
+  created fires once; the action gets the stored rows as a Parquet file.
 - ``monitor_alert``: each window of a monitor (keel/service/monitors.py)
   that alerted after the trigger was created fires once, keyed by the
   window result's id: drift or harm in served traffic starts a retrain.
@@ -85,6 +88,18 @@ _hashed: dict[str, tuple[tuple[Any, Any], str]] = {}  # path -> (size and time i
 def due(trigger: service.Trigger, claimed: set[str], now: datetime,
         ctx: Any = None) -> list[tuple[str, dict[str, Any]]]:
     """(dedupe key, details) of every firing this trigger owes now (``ctx``: the store, for monitor alerts)."""
+    if trigger.kind == "dataset":
+        import sqlalchemy as sa
+
+        from keel.store.schema import datasets
+
+        with ctx.store.read() as conn:
+            rows = conn.execute(sa.select(datasets.c.digest, datasets.c.data_sha256).where(
+                datasets.c.name == trigger.spec["dataset"], datasets.c.created_at >= trigger.created_at)
+                .order_by(datasets.c.created_at, datasets.c.digest)).all()
+        return [(f"dataset:{r.digest}", {"dataset": f"datasets:/{trigger.spec['dataset']}/{r.digest}",
+                                         "data_sha256": r.data_sha256})
+                for r in rows if f"dataset:{r.digest}" not in claimed]
     if trigger.kind == "monitor_alert":
         from keel.service.monitors import list_results
 
@@ -114,6 +129,8 @@ def run_action(trigger: service.Trigger, details: dict[str, Any], settings: Sett
     """Do what the trigger says; returns the outcome to record."""
     action = trigger.action
     data = details.get("file") or action.get("data")
+    if "dataset" in details:
+        data = _dataset_file(details, settings)
     if "retrain" in action:
         from keel.service.retrain import retrain
 
@@ -135,6 +152,20 @@ def run_action(trigger: service.Trigger, details: dict[str, Any], settings: Sett
         params[pipe.datasets[0]] = data
     run = run_pipeline(pipe, params, executor=action.get("executor", "inprocess"), settings=settings)
     return {"pipeline_run_id": run.run_id, "ran": run.ran, "cached": run.cached}
+
+
+def _dataset_file(details: dict[str, Any], settings: Settings) -> str:
+    """A local Parquet copy of a logged dataset's stored rows (hash-checked), for the action to read."""
+    sha = details.get("data_sha256")
+    if not sha:
+        raise InvalidInput(f"{details['dataset']} was logged without save=True: its rows are not in the store, "
+                           f"so there is nothing to retrain on")
+    from keel.tracking.fluent import client_for
+
+    target = settings.home / "cache" / "datasets" / f"{sha}.parquet"
+    if not target.is_file():
+        client_for(settings).ctx.blobs.copy_to(sha, target, name=details["dataset"])
+    return str(target)
 
 
 def fire(ctx: Any, trigger: service.Trigger, key: str, details: dict[str, Any], settings: Settings) -> Any:

@@ -20,7 +20,7 @@ from keel.service.tracking import now_ms
 from keel.store.schema import trigger_firings, triggers
 from keel.store.sql import Tx
 
-KINDS = ("new_data", "schedule", "monitor_alert", "manual")
+KINDS = ("new_data", "dataset", "schedule", "monitor_alert", "manual")
 RUNNING, SUCCEEDED, FAILED, BASELINE = "running", "succeeded", "failed", "baseline"
 
 
@@ -57,11 +57,13 @@ def check_trigger(kind: str, spec: dict[str, Any], action: dict[str, Any]) -> No
         from keel.pipelines.triggers import check_cron
 
         check_cron(spec.get("cron"))
+    if kind == "dataset" and not isinstance(spec.get("dataset"), str):
+        raise InvalidInput("a dataset trigger needs --dataset: the name new data is logged under (keel.log_dataset)")
     if kind == "monitor_alert" and not isinstance(spec.get("monitor"), str):
         raise InvalidInput("a monitor-alert trigger needs --monitor: the monitor whose alerts fire it")
     if ("retrain" in action) == ("pipeline" in action):
         raise InvalidInput("a trigger needs exactly one action: --retrain MODEL or --pipeline FILE")
-    if kind != "new_data" and "retrain" in action and not action.get("data"):
+    if kind not in ("new_data", "dataset") and "retrain" in action and not action.get("data"):
         raise InvalidInput("a schedule, monitor-alert or manual retrain needs --data: the file to retrain on")
 
 

@@ -130,3 +130,54 @@ def test_by_hand_list_and_delete(watched, keel_env, client, settings):
     keel(keel_env, "triggers", "delete", "hand")
     assert json.loads(keel(keel_env, "triggers", "list", "--json").stdout) == []
     assert [e.action for e in client.audit_log(action="trigger.delete")] == ["trigger.delete"]
+
+
+ROWS = """
+import keel
+import pyarrow.parquet as pq
+
+
+@keel.step
+def rows(path):
+    return pq.read_table(path).num_rows
+
+
+@keel.pipeline(datasets=["data"])
+def count_rows(data="x.parquet"):
+    return rows(data)
+"""
+
+
+def test_a_dataset_logged_under_a_name_fires_once_per_new_digest(tmp_path, client, settings):
+    import keel
+    from keel.pipelines import values
+    from keel.service.pipelines import get_pipeline_run, steps_of
+
+    (tmp_path / "proj").mkdir()
+    pipe = tmp_path / "proj" / "rows.py"
+    pipe.write_text(textwrap.dedent(ROWS))
+    with keel.start_run("data", settings=settings):
+        keel.log_dataset({"x": [1, 2]}, name="incoming", save=True)  # before the trigger: never fires
+    trigger = service.create_trigger(client.ctx, "on-data", "dataset", {"dataset": "incoming"},
+                                     {"pipeline": str(pipe)})
+    time.sleep(0.002)
+    with keel.start_run("data", settings=settings):
+        keel.log_dataset({"x": [1, 2, 3]}, name="incoming", save=True)
+        keel.log_dataset({"x": [9]}, name="other", save=True)  # another name: not watched
+    now = datetime.now(timezone.utc)
+    assert scheduler_pass(client.ctx, settings, now=now) == 1
+    assert scheduler_pass(client.ctx, settings, now=now) == 0
+    [fired] = service.firings(client.ctx, trigger.id)
+    assert fired.status == "succeeded" and fired.dedupe_key.startswith("dataset:sha256:")
+    run = get_pipeline_run(client.ctx, fired.outcome["pipeline_run_id"])
+    assert run.status == "FINISHED" and fired.outcome["ran"] == ["rows"]
+    # The step read the logged rows: the new digest's three, not the first dataset's two.
+    [step] = steps_of(client.ctx, run.run_id)
+    out = step.outputs[0]
+    assert values.decode(out["kind"], client.ctx.blobs.get_bytes(out["sha256"])) == 3
+
+    with keel.start_run("data", settings=settings):
+        keel.log_dataset({"x": [4, 5, 6, 7]}, name="incoming")  # rows not saved: nothing to hand over
+    assert scheduler_pass(client.ctx, settings, now=now) == 1
+    failed = [f for f in service.firings(client.ctx, trigger.id) if f.status == "failed"]
+    assert len(failed) == 1 and "logged without save=True" in failed[0].outcome["error"]
