@@ -395,10 +395,19 @@ def _dataset(ctx: Context, uri: str) -> Any:
     return row
 
 
+_references: dict[str, Any] = {}  # sha256 -> loaded summary: a long-running `monitor run --every` reads each once
+_REFERENCES_KEPT = 8
+
+
 def _load_reference(ctx: Context, monitor: MonitorInfo) -> Any:
     from keel.monitoring.summary_io import load_summary
 
-    return load_summary(ctx.blobs.get_bytes(monitor.reference_sha256, name=f"reference of monitor {monitor.name}"))
+    sha = monitor.reference_sha256
+    if sha not in _references:
+        if len(_references) >= _REFERENCES_KEPT:
+            _references.pop(next(iter(_references)))
+        _references[sha] = load_summary(ctx.blobs.get_bytes(sha, name=f"reference of monitor {monitor.name}"))
+    return _references[sha]
 
 
 def _skip(ctx: Context, monitor: MonitorInfo, to_ms: int, skipped: int) -> bool:
