@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
+
+pytestmark = pytest.mark.store  # also on PostgreSQL
 
 
 def test_a_deployment_is_downstream_of_its_version_and_leads_back_to_it(client, tmp_path):

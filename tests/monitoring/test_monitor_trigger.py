@@ -14,6 +14,8 @@ from keel.errors import InvalidInput, NotFound
 PIPELINE = """
 import keel
 
+pytestmark = pytest.mark.store  # also on PostgreSQL
+
 
 @keel.step
 def count(path):

@@ -15,6 +15,8 @@ from keel.monitoring.drift import detect_drift
 from keel.monitoring.summary_io import PROFILE_POINTS, dump_summary, load_summary, summary_from_profile
 from keel.monitoring.window import due_windows, parse_duration, split_window
 
+pytestmark = pytest.mark.store  # also on PostgreSQL
+
 
 def mixed_table(rng, n=2000):
     return pa.table({
