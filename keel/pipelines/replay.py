@@ -138,7 +138,8 @@ def recorded_python(record: dict[str, Any], settings: Settings) -> Path:
     # keel itself comes from keel_requirement(): the keel that runs this replay, worker included.
     lock = dataclasses.replace(lock, packages={k: v for k, v in lock.packages.items() if k != "keel"})
     keel = keel_requirement()
-    key = hashlib.sha256("\n".join([lock.to_text(), keel, _source_digest(keel)]).encode()).hexdigest()[:20]
+    drivers = store_drivers(settings)
+    key = hashlib.sha256("\n".join([lock.to_text(), keel, _source_digest(keel), *drivers]).encode()).hexdigest()[:20]
     envs = settings.home / "envs"
     folder = envs / key
     python = folder / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
@@ -146,7 +147,7 @@ def recorded_python(record: dict[str, Any], settings: Settings) -> Path:
         return python.absolute()
     building = envs / f".building-{uuid.uuid4().hex[:12]}"
     envs.mkdir(parents=True, exist_ok=True)
-    build_environment(lock, building, extra=[keel])
+    build_environment(lock, building, extra=[keel, *drivers])
     try:
         building.rename(folder)
     except OSError:  # another replay finished the same environment first: use that one
@@ -154,6 +155,29 @@ def recorded_python(record: dict[str, Any], settings: Settings) -> Path:
         if not python.is_file():
             raise
     return python.absolute()
+
+
+def store_drivers(settings: Settings) -> list[str]:
+    """What the replay's environment needs to reach this store (pinned to the versions running here).
+
+    The recorded lock holds what the pipeline imports; the database driver and
+    the artifact store's filesystem are the deployment's, not the pipeline's.
+    """
+    from importlib import metadata
+
+    wanted = []
+    if settings.store_uri.startswith("postgresql"):
+        wanted.append(("psycopg", "psycopg[binary]"))
+    scheme = settings.artifact_uri.split("://", 1)[0] if "://" in settings.artifact_uri else "file"
+    wanted += {"s3": [("s3fs", "s3fs")], "gs": [("gcsfs", "gcsfs")], "gcs": [("gcsfs", "gcsfs")],
+               "abfs": [("adlfs", "adlfs")], "az": [("adlfs", "adlfs")]}.get(scheme, [])
+    pinned = []
+    for dist, requirement in wanted:
+        try:
+            pinned.append(f"{requirement}=={metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            pinned.append(requirement)
+    return pinned
 
 
 def _source_digest(requirement: str) -> str:
