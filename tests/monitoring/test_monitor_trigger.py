@@ -11,10 +11,10 @@ import pytest
 
 from keel.errors import InvalidInput, NotFound
 
+pytestmark = pytest.mark.store  # also on PostgreSQL
+
 PIPELINE = """
 import keel
-
-pytestmark = pytest.mark.store  # also on PostgreSQL
 
 
 @keel.step
@@ -80,7 +80,7 @@ def test_alerting_windows_fire_the_trigger_once_each(client, tmp_path):
     assert scheduler_pass(ctx, client.settings, now=now) == 0  # each alert fires once
     firings = service.firings(ctx, trigger.id)
     assert sorted(f.dedupe_key for f in firings) == sorted(f"monitor-result:{r.id}" for r in results[1:])
-    assert {f.status for f in firings} == {"succeeded"}
+    assert {f.status for f in firings} == {"succeeded"}, [f.outcome for f in firings]
     assert all(f.outcome["pipeline_run_id"] for f in firings)
 
     # Lineage, both ways: version -> its window results -> the runs their alerts started.
