@@ -38,7 +38,8 @@ def dockerfile(spec: DeploySpec, lock_text: str) -> str:
     lines = [
         f"# {header(spec)}",
         f"FROM python:{python}-slim",
-        *[f"ENV {k}={json.dumps(v)}" for k, v in env.items()],
+        # Docker substitutes $NAME inside ENV values, even quoted: a literal $ is escaped.
+        *[f"ENV {k}={json.dumps(v).replace('$', chr(92) + '$')}" for k, v in env.items()],
         f"RUN groupadd --system --gid {RUN_AS_UID} keel \\",
         f" && useradd --system --uid {RUN_AS_UID} --gid keel --home-dir {HOME} --create-home --shell /usr/sbin/nologin keel",
         f"WORKDIR {APP}",

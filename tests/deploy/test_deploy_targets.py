@@ -152,6 +152,9 @@ def test_docker_context_is_complete(sk_bundle, tmp_path) -> None:
     assert {"uvicorn", "scikit-learn", "skops"} <= set(lock.packages) and "keel" not in lock.packages
     assert all(lock.packages[k] == v for k, v in model_lock.packages.items())
     assert (out / "vendor/keel/cli/main.py").is_file() and not list(out.rglob("__pycache__"))
+    # A profile's env value is kept literally: Docker would otherwise substitute $NAME in it.
+    literal = dataclasses.replace(spec, profile=load_profiles({"dev": {"env": {"GREETING": "costs $5"}}})["dev"])
+    assert 'ENV GREETING="costs \\$5"' in target.plan(literal).files["Dockerfile"].decode()
 
 
 def test_systemd_unit_runs_unprivileged_and_restarts(sk_bundle, tmp_path) -> None:
