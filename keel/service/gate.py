@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from keel.errors import NotFound
+from keel.governance.roles import VIEWER
 from keel.service.context import Context
 from keel.service.tracking import now_ms
 from keel.store.schema import gate_decisions, model_versions
@@ -82,6 +83,7 @@ def link_promotion(ctx: Context, decision: GateDecision, request_id: str) -> Gat
 
 def decisions_for(ctx: Context, name: str, version: int | None = None) -> list[GateDecision]:
     """Gate decisions on a model's versions, newest first."""
+    ctx.authorize(VIEWER, what="read gate decisions")
     query = sa.select(gate_decisions).where(gate_decisions.c.name == name)
     if version is not None:
         query = query.where(gate_decisions.c.version == version)

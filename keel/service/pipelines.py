@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from keel.errors import InvalidInput, NotFound
+from keel.governance.roles import VIEWER
 from keel.service.context import Context
 from keel.service.tracking import now_ms, require_run
 from keel.store.schema import model_versions, pipeline_cache, pipeline_runs, pipeline_steps, runs
@@ -115,6 +116,7 @@ def cache_lookup(ctx: Context, cache_key: str) -> tuple[list[dict[str, Any]], st
 
 
 def get_pipeline_run(ctx: Context, run_id: str) -> PipelineRunRecord:
+    ctx.authorize(VIEWER, what="read pipeline runs")
     with ctx.store.read() as conn:
         row = conn.execute(sa.select(pipeline_runs).where(pipeline_runs.c.run_id.startswith(run_id))
                            .limit(2)).all()
@@ -125,6 +127,7 @@ def get_pipeline_run(ctx: Context, run_id: str) -> PipelineRunRecord:
 
 
 def list_pipeline_runs(ctx: Context, pipeline: str | None = None, limit: int = 100) -> list[PipelineRunRecord]:
+    ctx.authorize(VIEWER, what="list pipeline runs")
     query = sa.select(pipeline_runs).order_by(pipeline_runs.c.created_at.desc()).limit(limit)
     if pipeline is not None:
         query = query.where(pipeline_runs.c.pipeline == pipeline)

@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from keel.errors import Conflict, InvalidInput, NotFound
+from keel.governance.roles import VIEWER
 from keel.service.context import Context
 from keel.service.tracking import now_ms
 from keel.store.schema import trigger_firings, triggers
@@ -96,6 +97,7 @@ def create_trigger(ctx: Context, name: str, kind: str, spec: dict[str, Any], act
 
 
 def get_trigger(ctx: Context, name: str) -> Trigger:
+    ctx.authorize(VIEWER, what="read triggers")
     with ctx.store.read() as conn:
         row = conn.execute(sa.select(triggers).where(sa.or_(triggers.c.name == name, triggers.c.id == name))).first()
     if row is None:
@@ -104,6 +106,7 @@ def get_trigger(ctx: Context, name: str) -> Trigger:
 
 
 def list_triggers(ctx: Context) -> list[Trigger]:
+    ctx.authorize(VIEWER, what="list triggers")
     with ctx.store.read() as conn:
         return [_trigger(r) for r in conn.execute(sa.select(triggers).order_by(triggers.c.created_at))]
 
@@ -151,6 +154,7 @@ def finish(ctx: Context, trigger: Trigger, firing: Firing, status: str, outcome:
 
 
 def firings(ctx: Context, trigger_id: str, *, include_baseline: bool = False) -> list[Firing]:
+    ctx.authorize(VIEWER, what="read trigger firings")
     query = sa.select(trigger_firings).where(trigger_firings.c.trigger_id == trigger_id)
     if not include_baseline:
         query = query.where(trigger_firings.c.status != BASELINE)

@@ -181,3 +181,24 @@ def test_a_dataset_logged_under_a_name_fires_once_per_new_digest(tmp_path, clien
     assert scheduler_pass(client.ctx, settings, now=now) == 1
     failed = [f for f in service.firings(client.ctx, trigger.id) if f.status == "failed"]
     assert len(failed) == 1 and "logged without save=True" in failed[0].outcome["error"]
+
+
+def test_reading_triggers_runs_and_gate_decisions_needs_a_known_user(client, settings):
+    import dataclasses
+
+    from keel.errors import PermissionDenied
+    from keel.service import users
+    from keel.service.context import Context
+    from keel.service.gate import decisions_for
+    from keel.service.pipelines import list_pipeline_runs
+
+    users.add_user(client.ctx, "alice", "admin")  # the store now knows its users
+    assert service.list_triggers(client.ctx) == []
+    stranger = Context.from_settings(dataclasses.replace(settings, user="mallory"))
+    try:
+        for read in (lambda: service.list_triggers(stranger), lambda: list_pipeline_runs(stranger),
+                     lambda: decisions_for(stranger, "churn")):
+            with pytest.raises(PermissionDenied, match="mallory"):
+                read()
+    finally:
+        stranger.close()
