@@ -128,4 +128,4 @@ class SystemdTarget(Target):
             **spec.extras["keel"],
         }
         return Plan(files, executable=frozenset({"install.sh"}),
-                    notes=(f"copy {{out}} to the host and run: sudo sh install.sh",))
+                    notes=("copy {out} to the host and run: sudo sh install.sh",))

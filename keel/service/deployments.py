@@ -53,7 +53,7 @@ def deploy(ctx: Context, uri: str, *, target: str, stage: str | None = None, out
            port: int | None = None, name: str | None = None, image: str | None = None,
            options: Mapping[str, Any] | None = None) -> Deployment:
     """Deploy the model at ``uri`` to ``target`` with the resources of ``stage``; returns the record."""
-    from keel.deploy.base import DEFAULT_PORT, check_name, deployment_name, get_target
+    from keel.deploy.base import DEFAULT_PORT, check_name, get_target
     from keel.deploy.files import check_out, write_plan
     from keel.deploy.profiles import profile_for
 

@@ -31,7 +31,7 @@ from keel.errors import Conflict, InvalidInput, NotFound
 from keel.governance.roles import EDITOR, VIEWER
 from keel.service.context import Context
 from keel.service.tracking import now_ms
-from keel.store.schema import datasets, monitor_results, monitors
+from keel.store.schema import monitor_results, monitors
 from keel.store.sql import Tx
 
 __all__ = ["MonitorInfo", "MonitorResult", "create_monitor", "get_monitor", "get_result", "list_monitors",
@@ -136,9 +136,11 @@ def create_monitor(ctx: Context, model_uri: str, *, window: str, reference: str,
     with ctx.store.read() as conn:
         if conn.execute(sa.select(monitors.c.id).where(monitors.c.name == name)).first() is not None:
             raise Conflict(f"a monitor named {name!r} exists; choose another --name")
-    summary, ref_info, ref_performance = _reference(ctx, model_uri, reference, target, baseline)
+    from keel.service.monitor_reference import build_reference, holdout_performance
+
+    summary, ref_info, ref_performance = build_reference(ctx, model_uri, reference, target, baseline)
     if performance_reference is not None:
-        ref_performance = _file_performance(ctx, model_uri, performance_reference, target)
+        ref_performance = holdout_performance(ctx, model_uri, performance_reference, target)
         ref_info["performance_source"] = str(Path(performance_reference).resolve())
     if sensitive is not None and sensitive not in summary.columns:
         raise InvalidInput(f"sensitive column {sensitive!r} is not in the reference; "
@@ -275,124 +277,6 @@ def _served(ctx: Context, model_uri: str, served_name: str | None) -> tuple[str,
     if not Path(model_uri).exists():
         raise InvalidInput(f"model bundle {model_uri} does not exist")
     return served_name, None
-
-
-def _reference(ctx: Context, model_uri: str, reference: str, target: str | None,
-               baseline: bool) -> tuple[Any, dict[str, Any], dict[str, Any] | None]:
-    """The reference summary (model inputs, plus the model's answers), what it came from, its performance."""
-    from keel.monitoring.columns import load_table, summarize, summarize_column
-    from keel.monitoring.summary_io import summary_from_profile
-    from keel.monitoring.window import PREDICTION
-
-    if str(reference).startswith("datasets:/"):
-        row = _dataset(ctx, str(reference))
-        summary, left_out = summary_from_profile((row.profile or {}).get("columns", {}), row.num_rows, source=str(reference))
-        if target is not None:
-            summary.columns.pop(target, None)
-        info = {"kind": "dataset_profile", "uri": str(reference), "dataset_id": row.id, "digest": row.digest,
-                "rows": row.num_rows, "left_out": left_out}
-        return summary, info, None
-    table = load_table(reference, what="reference")
-    if table.num_rows == 0:
-        raise InvalidInput(f"reference {reference} has no rows")
-    if target is not None and target not in table.column_names:
-        raise InvalidInput(f"target column {target!r} is not in the reference; columns: {table.column_names}")
-    truth = table[target] if target is not None else None
-    model = None
-    if baseline:
-        import keel
-
-        model = keel.load_model(model_uri, settings=ctx.settings)
-    # The window holds what the model takes: reference columns it does not take are left out.
-    wanted = _input_columns(model)
-    keep = [n for n in table.column_names if n != target and (wanted is None or n in wanted)]
-    if wanted is not None and not keep:
-        raise InvalidInput(f"the reference has none of the model's input columns {sorted(wanted)}; "
-                           f"its columns: {table.column_names}")
-    inputs = _tensor_names(model, table.select(keep))
-    summary = summarize(inputs, source=str(reference), what="reference")
-    info: dict[str, Any] = {"kind": "file", "uri": str(Path(reference).resolve()), "rows": table.num_rows,
-                            "left_out": [n for n in table.column_names if n not in keep]}
-    performance = None
-    if model is not None:
-        import numpy as np
-
-        columns = {n: inputs[n].to_numpy(zero_copy_only=False) for n in inputs.column_names}
-        answers = np.asarray(model.predict(columns if wanted is not None else np.column_stack(list(columns.values()))))
-        summary.columns[PREDICTION] = summarize_column(PREDICTION, _arrow(answers))
-        info["baseline"] = "predictions of the model on the reference"
-        if truth is not None:
-            performance = _performance(truth, answers, model, columns)
-    return summary, info, performance
-
-
-def _input_columns(model: Any) -> set[str] | None:
-    signature = getattr(model, "signature", None)
-    return {spec.name for spec in signature.inputs} if signature is not None and signature.columnar else None
-
-
-def _tensor_names(model: Any, table: Any) -> Any:
-    """For a model taking one 2-D tensor, the reference's columns named as the log names them (``input_0`` ...)."""
-    signature = getattr(model, "signature", None)
-    if signature is None or signature.columnar:
-        return table
-    spec = signature.inputs[0]
-    width = spec.shape[-1] if len(spec.shape) == 2 else None
-    if width != table.num_columns:
-        raise InvalidInput(f"the model takes one tensor {spec.name!r} of {width} columns; the reference has "
-                           f"{table.num_columns} (leave the target out with --target)")
-    return table.rename_columns([f"{spec.name}_{i}" for i in range(width)])
-
-
-def _arrow(values: Any) -> Any:
-    import pyarrow as pa
-
-    return pa.array(values.ravel() if getattr(values, "ndim", 1) > 1 and values.shape[-1] == 1 else values)
-
-
-def _performance(truth: Any, answers: Any, model: Any, inputs: Any) -> dict[str, Any] | None:
-    from keel.monitoring.performance import evaluate_performance
-
-    scores = None
-    if getattr(model, "has_proba", False):
-        import numpy as np
-
-        proba = np.asarray(model.predict_proba(inputs))
-        scores = proba[:, 1] if proba.ndim == 2 and proba.shape[1] == 2 else None
-    return evaluate_performance(truth.to_numpy(zero_copy_only=False), answers, scores=scores).to_dict()
-
-
-def _file_performance(ctx: Context, model_uri: str, path: str, target: str) -> dict[str, Any] | None:
-    """The model's performance on a labelled file (its input columns and ``target``)."""
-    import numpy as np
-
-    import keel
-    from keel.monitoring.columns import load_table
-
-    table = load_table(path, what="performance reference")
-    if target not in table.column_names:
-        raise InvalidInput(f"target column {target!r} is not in the performance reference {path}; "
-                           f"columns: {table.column_names}")
-    model = keel.load_model(model_uri, settings=ctx.settings)
-    wanted = _input_columns(model)
-    keep = [n for n in table.column_names if n != target and (wanted is None or n in wanted)]
-    inputs = _tensor_names(model, table.select(keep))
-    columns = {n: inputs[n].to_numpy(zero_copy_only=False) for n in inputs.column_names}
-    answers = np.asarray(model.predict(columns if wanted is not None else np.column_stack(list(columns.values()))))
-    return _performance(table[target], answers, model, columns)
-
-
-def _dataset(ctx: Context, uri: str) -> Any:
-    rest = uri.removeprefix("datasets:/")
-    name, _, digest = rest.partition("/")
-    query = sa.select(datasets).where(datasets.c.name == name)
-    if digest:
-        query = query.where(datasets.c.digest.like(f"{digest.removeprefix('sha256:')}%"))
-    with ctx.store.read() as conn:
-        row = conn.execute(query.order_by(datasets.c.created_at.desc()).limit(1)).first()
-    if row is None:
-        raise NotFound(f"no dataset {uri} (log one with keel.log_dataset, or give a CSV/Parquet file)")
-    return row
 
 
 _references: dict[str, Any] = {}  # sha256 -> loaded summary: a long-running `monitor run --every` reads each once

@@ -11,7 +11,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import requests
 
