@@ -8,6 +8,33 @@ from typing import Any
 import pytest
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url: str, proc: Any, output: Any, timeout: float = 180.0) -> None:
+    """Until ``url`` answers 200; fails with ``output()`` (what the process wrote) if it exits or never does."""
+    import time
+
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"the process exited {proc.returncode}: {output()}")
+        try:
+            if requests.get(url, timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{url} did not become ready: {output()}")
+
+
 def spec_for(bundle: Path, *, target: str = "kubernetes", profile: Any = None, **kw: Any):
     """A DeploySpec for a bundle folder, as the service builds it."""
     from keel.deploy.base import DeploySpec

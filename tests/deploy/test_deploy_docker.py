@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import requests
+
+from conftest import free_port, wait_ready
 
 from keel.envs.lock import EnvironmentLock
 
@@ -36,7 +36,7 @@ def test_context_entrypoint_serves_the_model_from_its_own_lock(sk_bundle, data, 
 
     python = build_environment(EnvironmentLock.from_text((context / "requirements.lock").read_text()),
                                tmp_path / "venv")
-    port = _free_port()
+    port = free_port()
     # The image's paths are /app/...: here they are the context folder itself.
     argv = [str(python), *[a.replace("/app", str(context)) for a in entry[1:]], "--host", "127.0.0.1",
             "--port", str(port)]
@@ -47,7 +47,7 @@ def test_context_entrypoint_serves_the_model_from_its_own_lock(sk_bundle, data, 
         server = subprocess.Popen(argv, env=env, cwd=tmp_path, stdout=sink, stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{port}"
-        _wait(url + "/v2/health/ready", server, log)
+        wait_ready(url + "/v2/health/ready", server, log.read_text)
         where = subprocess.run([str(python), "-c", "import keel, sklearn; print(keel.__file__)"], env=env, cwd=tmp_path,
                                capture_output=True, text=True, check=True).stdout.strip()
         assert where.startswith(str(context / "vendor"))  # keel from the context, not the dev checkout
@@ -80,23 +80,3 @@ def test_build_without_buildah_fails_clearly_before_writing(sk_bundle, settings,
     finally:
         ctx.close()
     assert not (tmp_path / "ctx").exists()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(url: str, proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"the entry point exited {proc.returncode}: {log.read_text()}")
-        try:
-            if requests.get(url, timeout=1).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"the entry point did not become ready: {log.read_text()}")

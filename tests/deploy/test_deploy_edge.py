@@ -6,12 +6,13 @@ import json
 import shutil
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
+
+from conftest import free_port, wait_ready
 
 from keel.envs.lock import EnvironmentLock
 
@@ -64,12 +65,12 @@ def test_edge_bundle_predicts_like_the_model_without_keel(onnx_bundle, data, edg
         assert rows[:, 0].astype(int).tolist() == model.predict(X).tolist()
         np.testing.assert_allclose(rows[:, 1:], model.predict_proba(X), atol=1e-5)
 
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([str(edge_venv), "runner.py", "serve", "--port", str(port)], cwd=device,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         url = f"http://127.0.0.1:{port}"
-        _wait(url + "/health", server)
+        wait_ready(url + "/health", server, server.stderr.read)
         answer = requests.post(url + "/predict", json={"instances": X[:10].tolist()}, timeout=10).json()
         assert answer["predictions"] == model.predict(X[:10]).tolist()
         bad = requests.post(url + "/predict", json={"instances": [[1.0, 2.0]]}, timeout=10)
@@ -136,22 +137,3 @@ def test_edge_of_a_registered_model_uses_its_parity_checked_onnx_copy(sk_bundle,
     done = keel_cli(keel_env, "deploy", str(sk_bundle), "--target", "edge", "--out", str(tmp_path / "e"))
     assert done.returncode == 1 and "the edge target needs ONNX" in done.stderr
     assert not (tmp_path / "e").exists()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(url: str, proc: subprocess.Popen) -> None:
-    for _ in range(300):
-        if proc.poll() is not None:
-            raise AssertionError(f"runner exited: {proc.stderr.read()}")
-        try:
-            if requests.get(url, timeout=1).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("runner did not answer")
