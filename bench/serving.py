@@ -300,6 +300,27 @@ def tree_rss(pid: int) -> dict[str, Any]:
     return {"root_mib": rss_kib(pid) / 1024, "tree_mib": sum(map(rss_kib, seen)) / 1024, "procs": len(seen)}
 
 
+def tree_cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system, all threads) of ``pid`` and its child processes so far; None off Linux."""
+    total, todo = 0.0, [pid]
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            if p == pid:
+                return None
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+        for t in os.listdir(f"/proc/{p}/task"):
+            try:
+                todo += [int(c) for c in Path(f"/proc/{p}/task/{t}/children").read_text().split()]
+            except OSError:
+                pass
+    return total
+
+
 def stop(proc: subprocess.Popen[bytes]) -> None:
     """Stop the process group this script started for a server (SIGTERM, then SIGKILL)."""
     for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
@@ -394,7 +415,17 @@ class Running:
         return False
 
     def load(self, lua: Path, conns: int, seconds: float) -> dict[str, Any]:
-        return wrk(self.srv.url, self.body_file, lua, conns, seconds)
+        """A wrk run, plus the server's CPU time per answered request during it.
+
+        CPU per request is the steadier measure of a server's own cost on a shared
+        machine: req/s moves with whatever else takes the cores, CPU per request much less.
+        """
+        before = tree_cpu_s(self.proc.pid)
+        result = wrk(self.srv.url, self.body_file, lua, conns, seconds)
+        after = tree_cpu_s(self.proc.pid)
+        if before is not None and after is not None and result.get("requests"):
+            result["cpu_us_per_req"] = (after - before) / result["requests"] * 1e6
+        return result
 
 
 def measure(run: Running, lua: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -521,7 +552,7 @@ def run_model(model: str, prep: dict[str, Any], args: argparse.Namespace, workdi
                     for r in order:
                         samples[r.srv.label].append(r.load(lua, 16, args.duration))
                 rounds = {label: {"samples": ss, **{f"median_{k}": statistics.median(x.get(k) or 0.0 for x in ss)
-                                                    for k in ("rps", "p50_ms", "p99_ms")}}
+                                                    for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req")}}
                           for label, ss in samples.items()}
             if srv.kind == "keel" and rounds is not None or srv.kind not in ("floor", "keel"):
                 for run_ in up.values():  # nothing else may share the machine with the peers
@@ -591,6 +622,11 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
         add(f"{model}, 16 conns: prediction logging costs < {T_LOG_COST:.0%} of req/s",
             "-" if cost is None else f"{cost:+.1%} (median {on:,.0f} on vs {off:,.0f} off, {n_on} rounds)",
             None if cost is None else cost < T_LOG_COST)
+        (cpu_on, _), (cpu_off, _) = c16(res, model, "keel", "cpu_us_per_req"), c16(res, model, NOLOG, "cpu_us_per_req")
+        cost = cpu_on / cpu_off - 1 if cpu_on and cpu_off else None
+        add(f"{model}, 16 conns: prediction logging costs < {T_LOG_COST:.0%} of the server's CPU per request",
+            "-" if cost is None else f"{cost:+.1%} (median {cpu_on:,.0f} us on vs {cpu_off:,.0f} us off)",
+            None if cost is None else cost < T_LOG_COST)
     for model in MODELS:
         rs = pick(results, "keel", model)
         if rs:
@@ -633,13 +669,14 @@ def table(res: dict[str, Any]) -> str:
                      f"| {errs}{'' if r.get('answer_ok', True) else ' (wrong answer!)'} | {vs} |")
     if res["rounds"]:
         lines += ["", "16 connections, taking turns on the same machine (the first sample is the run above):", "",
-                  "| model | server | req/s per sample | median req/s | median p50 ms | median p99 ms |",
-                  "|---|---|---|---|---|---|"]
+                  "| model | server | req/s per sample | median req/s | median p50 ms | median p99 ms "
+                  "| median server CPU us/req |",
+                  "|---|---|---|---|---|---|---|"]
         for model, by_label in res["rounds"].items():
             for label, rr in by_label.items():
                 per = ", ".join(n(x.get("rps")) for x in rr["samples"])
                 lines.append(f"| {model} | {label} | {per} | {n(rr['median_rps'])} | {rr['median_p50_ms']:.3f} "
-                             f"| {rr['median_p99_ms']:.2f} |")
+                             f"| {rr['median_p99_ms']:.2f} | {n(rr.get('median_cpu_us_per_req'), '.1f')} |")
     prep = res["prepare"]["models"]
     lines += ["", "In-process one-row predict (numpy row, p50 / p99):", ""]
     for model, m in prep.items():

@@ -1,7 +1,7 @@
 """Windows of served traffic: their boundaries, and a logged window split into what the checks need.
 
 Pure functions over plain data: the service layer reads the window from the
-prediction log (``keel.service.predictions.read_window``) and stores what
+prediction log (``keel.service.prediction_windows.read_window``) and stores what
 comes out; nothing here touches a store.
 """
 

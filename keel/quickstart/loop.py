@@ -240,7 +240,7 @@ def _sleep_until(ms: int) -> None:
 
 def _wait_stored(ctx: Any, start: int, end: int, expected: int, log: str) -> int:
     """Wait (bounded) until the server's prediction log holds every row of both windows in the store."""
-    from keel.service.predictions import read_window
+    from keel.service.prediction_windows import read_window
 
     deadline = time.monotonic() + INGEST_TIMEOUT_S
     while True:

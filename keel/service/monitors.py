@@ -313,7 +313,7 @@ def _skip(ctx: Context, monitor: MonitorInfo, to_ms: int, skipped: int) -> bool:
 def _evaluate(ctx: Context, monitor: MonitorInfo, summary: Any, start: int, end: int) -> MonitorResult | None:
     from keel.monitoring.checks import check_window
     from keel.monitoring.window import split_window
-    from keel.service.predictions import read_window
+    from keel.service.prediction_windows import read_window
 
     table = read_window(ctx, monitor.model, monitor.version, start, end, with_labels=True)
     data = split_window(table)

@@ -2,8 +2,8 @@
 
 The request path only appends to a bounded in-memory queue
 (:meth:`PredictionLog.record`). A writer thread turns what is queued into
-Arrow record batches, one segment file per model version in the spool
-directory (see :mod:`keel.serving.spool`), and flushes and fsyncs every
+chunks appended to one segment file per model version in the spool
+directory (see :mod:`keel.serving.spool`; no pyarrow in the server), and flushes and fsyncs every
 ``flush_interval`` seconds: that is when a prediction becomes durable. It
 seals a segment after ``segment_seconds`` or ``segment_rows``; an ingester
 thread then hands each sealed segment to ``ingest`` (normally
@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
-import pyarrow as pa
 
 from keel.serving import spool
 
@@ -77,9 +76,6 @@ class PredictionLog:
         self._wake_ingester = threading.Event()
         self._writer_done = threading.Event()
         spool.seal_abandoned(self.spool_dir)  # before our own writer opens anything
-        # pyarrow's first conversion imports pandas when it is installed (a second of CPU, thousands
-        # of objects for the garbage collector): at start-up, not in the first flush under traffic.
-        spool.record_batch(["warm-up"], [0], [0.0], {"x": np.zeros(1)}, {})
         self._writer = threading.Thread(target=self._write_loop, name="keel-predlog-writer", daemon=True)
         self._writer.start()
         self._ingester: threading.Thread | None = None
@@ -164,34 +160,30 @@ class PredictionLog:
     def _append(self, buffer: _Buffer) -> None:
         key = buffer.key[:2]
         try:
-            batches = [(buffer.n, buffer.batch())]
+            chunks = [(buffer.n, buffer.chunk())]
         except Exception:  # noqa: BLE001 - calls that do not fit together: write them one by one
-            batches = list(buffer.each_call())
-        for rows, batch in batches:
-            if isinstance(batch, Exception):
-                self._count_dropped(rows, f"a malformed batch of {key[0]!r} version {key[1]}: {batch}")
+            chunks = list(buffer.each_call())
+        for rows, chunk in chunks:
+            if isinstance(chunk, Exception):
+                self._count_dropped(rows, f"a malformed batch of {key[0]!r} version {key[1]}: {chunk}")
                 continue
             try:
-                self._write(key, batch)
+                self._write(key, chunk)
             except Exception as exc:  # noqa: BLE001 - a full or failing disk
                 self._count_dropped(rows, f"writing to the spool failed: {exc}")
                 segment = self._segments.pop(key, None)
                 if segment is not None:
                     segment.discard()
 
-    def _write(self, key: tuple[str, int], batch: pa.RecordBatch) -> None:
+    def _write(self, key: tuple[str, int], chunk: spool.EncodedChunk) -> None:
         segment = self._segments.get(key)
-        if segment is not None:
-            conformed = segment.conform(batch)
-            if conformed is None or segment.rows >= self._segment_rows:
-                self._seal(key)  # a new schema (the model changed its outputs) starts a new segment
-                segment = None
-            else:
-                batch = conformed
+        if segment is not None and (segment.signature != chunk.signature or segment.rows >= self._segment_rows):
+            self._seal(key)  # other tensors (the model changed its outputs) start a new segment
+            segment = None
         if segment is None:
-            segment = self._segments[key] = spool.Segment(self.spool_dir, key[0], key[1], batch.schema)
-        segment.write(batch)
-        self._logged += batch.num_rows  # only this thread writes it
+            segment = self._segments[key] = spool.Segment(self.spool_dir, key[0], key[1], chunk.signature)
+        segment.write(chunk)
+        self._logged += chunk.rows  # only this thread writes it
 
     def _sync(self, *, seal_all: bool) -> None:
         now = time.monotonic()
@@ -266,18 +258,18 @@ class _Buffer:
         for name, array in outputs.items():
             self.outputs[name].append(array)
 
-    def batch(self) -> pa.RecordBatch:
-        return spool.record_batch(self.ids, self.received, self.latency, _concat(self.inputs),
+    def chunk(self) -> spool.EncodedChunk:
+        return spool.encode_chunk(self.ids, self.received, self.latency, _concat(self.inputs),
                                   _concat(self.outputs), self.rows if self.multi else None)
 
-    def each_call(self) -> Iterator[tuple[int, pa.RecordBatch | Exception]]:
-        """(rows, record batch or the error that refused it) of each call on its own."""
+    def each_call(self) -> Iterator[tuple[int, spool.EncodedChunk | Exception]]:
+        """(rows, encoded chunk or the error that refused it) of each call on its own."""
         start = 0
         for i, k in enumerate(self.calls):
             end = start + k
             rows = self.rows[start:end]
             try:
-                yield sum(rows), spool.record_batch(
+                yield sum(rows), spool.encode_chunk(
                     self.ids[start:end], self.received[start:end], self.latency[start:end],
                     {name: arrays[i] for name, arrays in self.inputs.items()},
                     {name: arrays[i] for name, arrays in self.outputs.items()}, rows if self.multi else None)

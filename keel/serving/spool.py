@@ -1,155 +1,355 @@
-"""The prediction spool on local disk: the columns, segment files and their locks.
+"""The prediction spool on local disk: the segment format, segment files and their locks.
 
-A segment holds predictions of one model version as an Arrow IPC stream,
-named ``<created_ms>-<uuid>.open`` while it is written and renamed to
-``.arrows`` once closed (sealed). Its file name without the suffix is the
-segment's name in the store, unique across processes and hosts. Model and
-version travel in the stream's schema metadata.
+A segment holds predictions of one model version, named
+``<created_ms>-<uuid>.open`` while it is written and renamed to ``.log``
+once closed (sealed). Its file name without the suffix is the segment's name
+in the store, unique across processes and hosts. The sealed file is stored
+as it is: ingesting a segment converts nothing.
+
+The format is a sequence of frames after an 8-byte magic: each frame is
+``<u32 length><u32 crc32><payload>``. The first payload is a JSON header
+(model, version); each later one is a *chunk*, the requests of one flush: a
+JSON header naming the columns, their encodings, dtypes and shapes, then
+their raw bytes. Numbers are stored as numpy lays them out, strings as UTF-8
+with offsets. Nothing is ever unpickled: a reader accepts only numeric and
+boolean dtypes and the string encodings, and checks every size.
+
+Why not Arrow IPC: the server would have to import pyarrow, about 38 MiB
+resident, a quarter of one worker's memory budget, only to write bytes that
+no one reads until they are stored. The reading side converts chunks to
+Arrow (:mod:`keel.serving.log_table`).
 
 The writer of an open segment holds an exclusive ``flock`` on it until it is
 sealed, so several server processes may share one spool directory: an open
 segment that someone else can lock is abandoned (its writer died) and is
-sealed as it is. A writer killed mid-write leaves a stream without its end
-marker, perhaps with a torn last message; reading stops there and keeps every
-batch before it. Platforms without ``fcntl`` get no locks: there, give each
-process a spool directory of its own.
+sealed as it is. A writer killed mid-write leaves a torn last frame; reading
+stops at the first frame whose length or checksum does not hold and keeps
+every chunk before it. Platforms without ``fcntl`` get no locks: there, give
+each process a spool directory of its own.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import struct
 import time
 import uuid
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
-import pyarrow as pa
 
 try:
     import fcntl
 except ImportError:  # Windows
     fcntl = None  # type: ignore[assignment]
 
-OPEN, SEALED = ".open", ".arrows"
-MODEL_KEY, VERSION_KEY = b"keel.model", b"keel.version"
+OPEN, SEALED = ".open", ".log"
+LEGACY_SEALED = ".arrows"  # Arrow IPC segments of keel 0.1's first servers: still ingested
+CORRUPT = ".corrupt"
+log = logging.getLogger("keel.serving.spool")
+MAGIC = b"KEELPL1\n"  # also how a stored blob is told from the Parquet of earlier versions
 META = ("request_id", "row", "received_ms", "latency_ms")
-# Added to a window when it is read (keel.service.predictions); inputs may not take them either.
+# Added to a window when it is read (keel.service.prediction_windows); inputs may not take them either.
 RESERVED = frozenset({*META, "version", "label"})
 OUTPUT_PREFIX, INPUT_PREFIX = "output:", "input:"
-SPLIT_MAX = 1024  # a 2-D tensor up to this wide becomes one column per feature; wider ones stay a list
+_FRAME = struct.Struct("<II")  # payload length, crc32 of the payload
+_HEAD = struct.Struct("<I")  # length of a chunk's JSON header
+MAX_FRAME = 1 << 31
+NUMERIC_KINDS = "biuf"  # the only dtypes a reader rebuilds: no objects, no pickles
 
 
-def record_batch(request_ids: Sequence[str], received_ms: Sequence[int] | np.ndarray,
+class CorruptSegment(ValueError):
+    """A frame that passed its checksum but does not describe valid columns."""
+
+
+# -- writing -------------------------------------------------------------
+@dataclass
+class EncodedChunk:
+    """One flush's requests of one model version, ready to append to a segment."""
+
+    signature: tuple[Any, ...]  # the tensors' names, encodings and row shapes: a segment holds one
+    parts: list[bytes | memoryview]  # the frame's payload, in pieces (no copy of the tensors)
+    rows: int
+
+
+def encode_chunk(request_ids: Sequence[str], received_ms: Sequence[int] | np.ndarray,
                  latency_ms: Sequence[float] | np.ndarray, inputs: Mapping[str, Any], outputs: Mapping[str, Any],
-                 rows: Sequence[int] | None = None) -> pa.RecordBatch:
-    """The columns of a batch of answered requests (one row per prediction).
+                 rows: Sequence[int] | None = None) -> EncodedChunk:
+    """The bytes of a batch of answered requests; raises ValueError/TypeError for what cannot be stored.
 
     ``request_ids``, ``received_ms`` and ``latency_ms`` have one entry per
-    request; ``rows`` says how many rows each request sent (default one). The
-    tensors in ``inputs`` and ``outputs`` have one row per prediction: 1-D
-    tensors become one column, 2-D tensors ``x`` of width n become columns
-    ``x_0`` .. ``x_{n-1}``, others (and wider ones) one fixed-size list column
-    of the row's values. Output columns are prefixed ``output:``; an input
-    column whose name is reserved is prefixed ``input:``.
+    request; ``rows`` how many rows each request sent (default one). The
+    tensors of ``inputs`` and ``outputs`` have one row per prediction.
     """
-    ids = _strings(request_ids)
-    received = np.asarray(received_ms, np.int64)
-    latency = np.asarray(latency_ms, np.float64)
-    if rows is None:
-        row = np.zeros(len(ids), np.int32)
-    else:  # spread the per-request fields over each request's rows
-        counts = np.asarray(rows, np.int64)
-        owner = np.repeat(np.arange(len(counts)), counts)
-        ids, received, latency = ids.take(_arrow(owner)), received[owner], latency[owner]
-        row = (np.arange(len(owner)) - (np.cumsum(counts) - counts)[owner]).astype(np.int32)
-    names: list[str] = list(META)
-    arrays: list[pa.Array] = [ids, _arrow(row), _arrow(received), _arrow(latency)]
-    for prefix, tensors in (("", inputs), (OUTPUT_PREFIX, outputs)):
+    k = len(request_ids)
+    counts = None if rows is None else np.asarray(rows, np.int32)
+    n = k if counts is None else int(counts.sum())
+    columns: list[dict[str, Any]] = []
+    parts: list[bytes | memoryview] = []
+    signature: list[tuple[Any, ...]] = []
+
+    def add(role: str, name: str, values: Any, length: int) -> None:
+        array = np.asarray(values)
+        if array.ndim == 0 or len(array) != length:
+            raise ValueError(f"{role} {name!r} has {0 if array.ndim == 0 else len(array)} rows, expected {length}")
+        column, pieces = _encode(array)
+        columns.append({"role": role, "name": name, **column})
+        parts.extend(pieces)
+        if role in ("input", "output"):
+            signature.append((role, name, column["encoding"], column.get("dtype"), tuple(column["shape"][1:])))
+
+    add("meta", "request_id", _as_strings(request_ids), k)
+    add("meta", "received_ms", np.asarray(received_ms, np.int64), k)
+    add("meta", "latency_ms", np.asarray(latency_ms, np.float64), k)
+    if counts is not None:
+        add("meta", "rows", counts, k)
+    for role, tensors in (("input", inputs), ("output", outputs)):
         for name, values in tensors.items():
-            for column, array in _flatten(prefix + name, np.asarray(values)):
-                if not prefix and (column in RESERVED or column.startswith(OUTPUT_PREFIX)):
-                    column = INPUT_PREFIX + column
-                names.append(column)
-                arrays.append(array)
-    if len(set(names)) != len(names):
-        raise ValueError(f"prediction columns are not unique: {names}")
-    return pa.RecordBatch.from_arrays(arrays, names=names)  # raises if row counts disagree
+            if not isinstance(name, str):
+                raise TypeError(f"tensor names must be strings, got {name!r}")
+            add(role, name, values, n)
+    header = json.dumps({"requests": k, "rows": n, "columns": columns}, separators=(",", ":")).encode()
+    return EncodedChunk(tuple(signature), [_HEAD.pack(len(header)), header, *parts], n)
 
 
-def _flatten(name: str, values: np.ndarray) -> Iterator[tuple[str, pa.Array]]:
-    if values.ndim <= 1:
-        yield name, _arrow(values.reshape(-1))
-    elif values.ndim == 2 and values.shape[1] <= SPLIT_MAX:
-        for j in range(values.shape[1]):
-            yield f"{name}_{j}", _arrow(values[:, j])
-    else:
-        width = int(np.prod(values.shape[1:]))
-        yield name, pa.FixedSizeListArray.from_arrays(_arrow(values.reshape(-1)), width)
+def _as_strings(values: Sequence[Any]) -> np.ndarray:
+    array = np.empty(len(values), object)
+    array[:] = list(values)
+    return array
 
 
-# Arrays are built from their buffers: ``pa.array`` imports pandas on its
-# first call (to check for pandas objects), 60 MiB more resident in a server
-# whose ONNX fast path otherwise never loads it.
-def _arrow(values: np.ndarray) -> pa.Array:
-    if values.dtype == object:  # strings, bytes; None becomes null
-        return pa.array(values, from_pandas=True)
-    if values.dtype == np.float16:  # Parquet readers disagree on half floats
-        values = values.astype(np.float32)
-    if values.dtype.kind == "b":
-        bits = np.packbits(values.astype(bool, copy=False), bitorder="little")
-        return pa.Array.from_buffers(pa.bool_(), len(values), [None, pa.py_buffer(bits)])
-    if values.dtype.kind in "iuf" and values.dtype.isnative:
-        values = np.ascontiguousarray(values)
-        return pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), len(values), [None, pa.py_buffer(values)])
-    return pa.array(values)
-
-
-def _strings(values: Sequence[str]) -> pa.Array:
-    encoded = [v.encode() for v in values]
-    offsets = np.zeros(len(encoded) + 1, np.int32)
+def _encode(array: np.ndarray) -> tuple[dict[str, Any], list[bytes | memoryview]]:
+    """(column description, byte pieces) of one tensor."""
+    shape = list(array.shape)
+    if array.dtype.kind in NUMERIC_KINDS:
+        array = np.ascontiguousarray(array, array.dtype.newbyteorder("<"))
+        return ({"encoding": "raw", "dtype": array.dtype.str, "shape": shape, "size": array.nbytes},
+                [memoryview(array).cast("B")])
+    if array.dtype.kind not in "OUS":
+        raise TypeError(f"cannot log values of dtype {array.dtype}")
+    flat = array.reshape(-1)
+    binary = array.dtype.kind == "S" or (array.dtype.kind == "O" and any(isinstance(v, bytes) for v in flat))
+    encoded, valid = [], np.ones(len(flat), np.uint8)
+    for i, value in enumerate(flat.tolist()):
+        if value is None:
+            valid[i] = 0
+            encoded.append(b"")
+        elif isinstance(value, bytes if binary else str):
+            encoded.append(value if binary else value.encode())
+        else:
+            raise TypeError(f"cannot log a {type(value).__name__} among {'bytes' if binary else 'strings'}")
+    offsets = np.zeros(len(encoded) + 1, np.int64)
     np.cumsum([len(e) for e in encoded], out=offsets[1:])
-    return pa.Array.from_buffers(pa.string(), len(encoded), [None, pa.py_buffer(offsets),
-                                                             pa.py_buffer(b"".join(encoded))])
+    data = b"".join(encoded)
+    column = {"encoding": "binary" if binary else "utf8", "shape": shape, "size": len(data), "nulls": bool(
+        (valid == 0).any())}
+    pieces: list[bytes | memoryview] = [memoryview(offsets).cast("B"), data]
+    if column["nulls"]:
+        pieces.append(memoryview(valid).cast("B"))
+    return column, pieces
+
+
+def frame(payload_parts: Sequence[bytes | memoryview]) -> list[bytes | memoryview]:
+    """``payload_parts`` behind their frame header (length and checksum)."""
+    crc, size = 0, 0
+    for part in payload_parts:
+        crc = zlib.crc32(part, crc)
+        size += len(part) if isinstance(part, bytes) else part.nbytes
+    if size >= MAX_FRAME:
+        raise ValueError(f"a chunk of {size} bytes is over the {MAX_FRAME} byte frame limit")
+    return [_FRAME.pack(size, crc), *payload_parts]
+
+
+# -- reading -------------------------------------------------------------
+@dataclass
+class Chunk:
+    """The requests of one flush, decoded: numpy arrays over the segment's bytes."""
+
+    request_ids: list[str]
+    received_ms: np.ndarray  # per request
+    latency_ms: np.ndarray  # per request
+    rows: np.ndarray | None  # rows per request; None: one each
+    inputs: dict[str, np.ndarray]
+    outputs: dict[str, np.ndarray]
+
+
+@dataclass
+class SegmentData:
+    model: str
+    version: int
+    chunks: list["ChunkView"]
+    valid_bytes: int  # the whole frames; a torn tail starts here
+
+    @property
+    def rows(self) -> int:
+        return sum(c.rows for c in self.chunks)
+
+
+class ChunkView:
+    """A chunk's header and payload; columns are decoded on demand."""
+
+    def __init__(self, payload: memoryview) -> None:
+        if len(payload) < _HEAD.size:
+            raise CorruptSegment("a chunk shorter than its header")
+        (head,) = _HEAD.unpack_from(payload)
+        try:
+            self.header = json.loads(bytes(payload[_HEAD.size:_HEAD.size + head]))
+            self.requests, self.rows = int(self.header["requests"]), int(self.header["rows"])
+            columns = self.header["columns"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CorruptSegment(f"a chunk header that is not valid: {exc}") from None
+        self._columns: dict[tuple[str, str], tuple[dict[str, Any], memoryview]] = {}
+        at = _HEAD.size + head
+        for column in columns:
+            at = self._locate(column, payload, at)
+        if at != len(payload):
+            raise CorruptSegment(f"a chunk with {len(payload) - at} bytes beyond its columns")
+
+    def _locate(self, column: Any, payload: memoryview, at: int) -> int:
+        try:
+            role, name, encoding, shape = column["role"], column["name"], column["encoding"], column["shape"]
+            size = int(column["size"])
+            if not (isinstance(shape, list) and shape and all(isinstance(d, int) and d >= 0 for d in shape)):
+                raise ValueError(f"bad shape {shape!r}")
+            count = int(np.prod(shape))
+            if encoding == "raw":
+                dtype = np.dtype(column["dtype"])
+                if dtype.kind not in NUMERIC_KINDS or size != count * dtype.itemsize:
+                    raise ValueError(f"dtype {dtype} with {size} bytes for shape {shape}")
+                extra = 0
+            elif encoding in ("utf8", "binary"):
+                extra = 8 * (count + 1) + (count if column.get("nulls") else 0)
+            else:
+                raise ValueError(f"unknown encoding {encoding!r}")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptSegment(f"a column description that is not valid ({column!r}): {exc}") from None
+        end = at + size + extra
+        if end > len(payload):
+            raise CorruptSegment(f"column {name!r} runs past the end of its chunk")
+        self._columns[(role, name)] = (column, payload[at:end])
+        return end
+
+    def names(self, role: str) -> list[str]:
+        return [name for r, name in self._columns if r == role]
+
+    def column(self, role: str, name: str) -> np.ndarray:
+        column, data = self._columns[(role, name)]
+        shape = tuple(column["shape"])
+        if column["encoding"] == "raw":
+            return np.frombuffer(data, column["dtype"]).reshape(shape)
+        count = int(np.prod(shape))
+        offsets = np.frombuffer(data[:8 * (count + 1)], "<i8")
+        start = 8 * (count + 1)
+        text = data[start:start + column["size"]]
+        if count and (offsets[0] != 0 or offsets[-1] != len(text) or (np.diff(offsets) < 0).any()):
+            raise CorruptSegment(f"column {column['name']!r} has offsets that do not fit its data")
+        raw = bytes(text)
+        values: list[Any] = [raw[offsets[i]:offsets[i + 1]] for i in range(count)]
+        if column["encoding"] == "utf8":
+            values = [v.decode() for v in values]
+        if column.get("nulls"):
+            valid = np.frombuffer(data[start + column["size"]:], np.uint8)
+            values = [v if ok else None for v, ok in zip(values, valid)]
+        array = np.empty(count, object)
+        array[:] = values
+        return array.reshape(shape)
+
+    def decode(self) -> Chunk:
+        rows = self.column("meta", "rows") if ("meta", "rows") in self._columns else None
+        return Chunk(list(self.column("meta", "request_id")), self.column("meta", "received_ms"),
+                     self.column("meta", "latency_ms"), rows,
+                     {name: self.column("input", name) for name in self.names("input")},
+                     {name: self.column("output", name) for name in self.names("output")})
+
+    def received_ms(self) -> np.ndarray:
+        """Per prediction row (a request's time repeated over its rows)."""
+        received = self.column("meta", "received_ms")
+        if ("meta", "rows") in self._columns:
+            received = np.repeat(received, self.column("meta", "rows"))
+        return received
+
+
+def parse_segment(data: bytes | memoryview) -> SegmentData | None:
+    """The chunks of a segment's bytes; None when not even its header is whole.
+
+    Stops at the first torn or corrupt frame (a writer killed mid-write)."""
+    view = memoryview(data)
+    if len(view) < len(MAGIC) or bytes(view[:len(MAGIC)]) != MAGIC:
+        if len(view) >= len(MAGIC) or bytes(view) != MAGIC[:len(view)]:
+            raise CorruptSegment("not a keel prediction segment (wrong magic bytes)")
+        return None
+    frames = _frames(view, len(MAGIC))
+    first = next(frames, None)
+    if first is None:
+        return None
+    try:
+        header = json.loads(bytes(first[0]))
+        model, version = str(header["model"]), int(header["version"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CorruptSegment(f"a segment header that is not valid: {exc}") from None
+    chunks, end = [], first[1]
+    for payload, after in frames:
+        try:
+            chunks.append(ChunkView(payload))
+        except CorruptSegment:
+            break  # a frame whose checksum holds but whose sense does not: keep what came before
+        end = after
+    return SegmentData(model, version, chunks, end)
+
+
+def _frames(view: memoryview, at: int) -> Iterator[tuple[memoryview, int]]:
+    while at + _FRAME.size <= len(view):
+        size, crc = _FRAME.unpack_from(view, at)
+        start, end = at + _FRAME.size, at + _FRAME.size + size
+        if end > len(view):
+            return  # torn: the writer died while writing this frame
+        payload = view[start:end]
+        if zlib.crc32(payload) != crc:
+            return
+        yield payload, end
+        at = end
+
+
+def read_segment(path: Path) -> SegmentData | None:
+    """Model, version and chunks of a segment file (see :func:`parse_segment`)."""
+    return parse_segment(path.read_bytes())
 
 
 class Segment:
     """An open segment of one model version, locked by this process until sealed."""
 
-    def __init__(self, spool_dir: Path, model: str, version: int, schema: pa.Schema) -> None:
+    def __init__(self, spool_dir: Path, model: str, version: int, signature: tuple[Any, ...]) -> None:
         while True:
             path = spool_dir / f"{int(time.time() * 1000):013d}-{uuid.uuid4().hex}{OPEN}"
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             if _lock(fd, path):
                 break
             os.close(fd)  # a recovery pass took the new file between open and lock: use another name
-        self.path, self.model, self.version = path, model, version
-        self.schema = schema.with_metadata({MODEL_KEY: model, VERSION_KEY: str(version)})
+        self.path, self.model, self.version, self.signature = path, model, version, signature
         self.rows, self.opened, self._dirty = 0, time.monotonic(), True
-        self._file = os.fdopen(fd, "wb", buffering=1 << 20)  # one write() per flush, not one per buffer
+        self._file = os.fdopen(fd, "wb", buffering=1 << 20)  # one write() per flush, not one per chunk
         try:
-            self._stream = pa.ipc.new_stream(self._file, self.schema)
+            header = json.dumps({"model": model, "version": version}).encode()
+            self._write_parts([MAGIC, *frame([header])])
             self.sync()
             _fsync_dir(spool_dir)  # the new name survives a power cut too
         except BaseException:
             self._file.close()  # unlocked: the next recovery pass seals (or drops) what it holds
             raise
 
-    def conform(self, batch: pa.RecordBatch) -> pa.RecordBatch | None:
-        """``batch`` in this segment's schema (safe casts only), or None if it does not fit."""
-        if batch.schema.equals(self.schema):
-            return batch
-        if batch.schema.names != self.schema.names:
-            return None
-        try:
-            return batch.cast(self.schema.remove_metadata())
-        except (pa.ArrowException, ValueError, TypeError):
-            return None
-
-    def write(self, batch: pa.RecordBatch) -> None:
-        self._stream.write_batch(batch)
-        self.rows += batch.num_rows
+    def write(self, chunk: EncodedChunk) -> None:
+        self._write_parts(frame(chunk.parts))
+        self.rows += chunk.rows
         self._dirty = True
+
+    def _write_parts(self, parts: Sequence[bytes | memoryview]) -> None:
+        for part in parts:
+            self._file.write(part)
 
     def sync(self) -> None:
         """The durability point: everything written so far is on disk."""
@@ -159,10 +359,8 @@ class Segment:
             self._dirty = False
 
     def seal(self) -> Path:
-        """Close the stream and rename the file to ``.arrows`` (ready to ingest)."""
+        """Sync and rename the file to ``.log`` (ready to ingest)."""
         try:
-            self._stream.close()  # writes the end marker
-            self._dirty = True
             self.sync()
             sealed = self.path.with_suffix(SEALED)
             os.replace(self.path, sealed)
@@ -176,30 +374,6 @@ class Segment:
             self._file.close()
         except OSError:
             pass
-
-
-def read_segment(path: Path) -> tuple[str, int, pa.Table] | None:
-    """Model, version and rows of a segment file; None when it holds no schema.
-
-    Reading stops at the end marker or at a torn tail (a killed writer)."""
-    with pa.OSFile(str(path)) as source:
-        try:
-            reader = pa.ipc.open_stream(source)
-        except (pa.ArrowException, OSError):
-            return None  # the writer died before the schema reached the disk
-        batches = []
-        while True:
-            try:
-                batches.append(reader.read_next_batch())
-            except StopIteration:
-                break
-            except (pa.ArrowException, OSError):
-                break
-    meta = reader.schema.metadata or {}
-    if MODEL_KEY not in meta or VERSION_KEY not in meta:
-        raise ValueError(f"{path} is not a keel prediction segment (no model and version in its schema)")
-    table = pa.Table.from_batches(batches, reader.schema.remove_metadata())
-    return meta[MODEL_KEY].decode(), int(meta[VERSION_KEY]), table
 
 
 def segment_name(path: Path) -> str:
@@ -225,13 +399,22 @@ def drain(spool_dir: Path, ingest: Callable[[Path], Any]) -> Iterator[tuple[Path
     """Ingest the sealed segments, oldest first, deleting each once ingested.
 
     Yields (path, what ``ingest`` returned); an error of ``ingest`` stops the
-    pass and leaves that segment and the later ones in place for the next."""
-    for path in sorted(spool_dir.glob("*" + SEALED)):
+    pass and leaves that segment and the later ones in place for the next.
+    A file that ``ingest`` finds is no segment (:class:`CorruptSegment`) is
+    renamed ``.corrupt`` and kept for a person to look at, so that it does not
+    hold up the others."""
+    for path in sorted([*spool_dir.glob("*" + SEALED), *spool_dir.glob("*" + LEGACY_SEALED)]):
         fd = _claim(path)
         if fd is None:
             continue  # another process is ingesting it, or has just done so
         try:
-            result = ingest(path)
+            try:
+                result = ingest(path)
+            except CorruptSegment as exc:
+                os.replace(path, path.with_suffix(CORRUPT))
+                log.error("keel: %s is not a readable prediction segment, kept as %s: %s",
+                          path, path.with_suffix(CORRUPT).name, exc)
+                continue
             path.unlink(missing_ok=True)
         finally:
             os.close(fd)

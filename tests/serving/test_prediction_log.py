@@ -21,7 +21,7 @@ def body(x, request_id):
 
 def window(settings):
     import keel
-    from keel.service.predictions import read_window
+    from keel.service.prediction_windows import read_window
 
     return read_window(keel.Client(settings).ctx, "tiny")
 
@@ -102,3 +102,33 @@ def test_sigkill_keeps_everything_acknowledged_a_second_earlier_and_labels_join(
         assert bad.status_code == 400 and "labels must be" in bad.json()["error"]
     finally:
         again.stop()
+
+
+LEAN_SERVER = """
+import sys
+import numpy as np
+from keel.settings import Settings
+from keel.serving.server import ServeOptions, build_app
+
+app = build_app(ServeOptions(targets=["models:/tiny/1"], log_predictions=True), Settings.load())
+x = np.zeros((1, 20))
+assert app.predlog.record("tiny", 1, ["lean-1"], [1], [0.5], {"input": x}, app.models["tiny"].predict({"input": x}))
+app.close()  # writes, seals and ingests the segment
+heavy = sorted(m for m in ("pyarrow", "pandas", "sklearn") if m in sys.modules)
+print("heavy:", ",".join(heavy))
+"""
+
+
+def test_a_logging_server_never_loads_pyarrow_and_its_log_still_reads_back(trained_models):
+    """pyarrow would add about 38 MiB to every server process; the log is written without it."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
+    env.update({"KEEL_HOME": str(trained_models["home"]), "KEEL_USER": "server"})
+    out = subprocess.run([sys.executable, "-c", LEAN_SERVER], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "heavy:"
+    table = window(trained_models["settings"])
+    assert "lean-1" in table["request_id"].to_pylist()

@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from keel.errors import InvalidInput
-from keel.service import predictions
+from keel.service import prediction_windows, predictions
 from keel.serving import spool
 from keel.serving.predlog import PredictionLog
 
@@ -73,7 +73,7 @@ def test_round_trip_of_several_models(ctx, tmp_path, raw_engine):
     assert stats["ingest_errors"] == 0 and stats["segments_ingested"] >= 3  # one per model version at least
     assert list((tmp_path / "spool").iterdir()) == []  # everything ingested, nothing left behind
 
-    table = predictions.read_window(ctx, "tensor")
+    table = prediction_windows.read_window(ctx, "tensor")
     assert table.column_names == ["request_id", "version", "row", "received_ms", "latency_ms",
                                   "input_0", "input_1", "input_2", "output:predict", "output:proba_0",
                                   "output:proba_1", "label"]
@@ -85,14 +85,14 @@ def test_round_trip_of_several_models(ctx, tmp_path, raw_engine):
         assert row["output:predict"] == want[4] and row["output:proba_1"] == 0.75 and row["label"] is None
     assert [(r["request_id"], r["row"], r["latency_ms"]) for r in got[-3:]] == [("multi", i, 9.0) for i in range(3)]
 
-    tab = predictions.read_window(ctx, "tabular", with_labels=False)
+    tab = prediction_windows.read_window(ctx, "tabular", with_labels=False)
     assert tab.num_rows == 10 and set(tab["version"].to_pylist()) == {1, 2}
     assert tab.column_names == ["request_id", "version", "row", "received_ms", "latency_ms",
                                 "age", "city", "input:label", "output:score"]
     assert tab["city"].to_pylist() == ["Oslo"] * 10
-    only_v2 = predictions.read_window(ctx, "tabular", version=2, start_ms=t0 + 1, end_ms=t0 + 3)
+    only_v2 = prediction_windows.read_window(ctx, "tabular", version=2, start_ms=t0 + 1, end_ms=t0 + 3)
     assert only_v2["request_id"].to_pylist() == ["tab-2-1", "tab-2-2"]
-    assert predictions.read_window(ctx, "nobody").num_rows == 0
+    assert prediction_windows.read_window(ctx, "nobody").num_rows == 0
 
     # one audit event per stored segment, none per prediction
     with raw_engine.connect() as conn:
@@ -112,14 +112,14 @@ def test_labels_before_and_after_ingestion(ctx, tmp_path, raw_engine):
     log.record("m", 1, ["batch"], [t0 + 3], [1.0], {"input": np.zeros((2, 2))}, {"predict": np.array([1, 0])},
                rows=[2])
     log.close()
-    assert predictions.read_window(ctx, "m")["label"].to_pylist() == [1, 0, None, None, None]
+    assert prediction_windows.read_window(ctx, "m")["label"].to_pylist() == [1, 0, None, None, None]
     # ...or after; attaching again replaces; a list for a two-row request is one value per row.
     assert predictions.attach_labels(ctx, "m", [("c", 1), ("b", 1), ("batch", [0, 1])]) == 3
-    assert predictions.read_window(ctx, "m")["label"].to_pylist() == [1, 1, 1, 0, 1]
-    assert predictions.read_window(ctx, "other")["label"].to_pylist() == []
+    assert prediction_windows.read_window(ctx, "m")["label"].to_pylist() == [1, 1, 1, 0, 1]
+    assert prediction_windows.read_window(ctx, "other")["label"].to_pylist() == []
     # Labels of mixed types come back as their JSON text rather than failing.
     predictions.attach_labels(ctx, "m", {"a": "cat"})
-    assert predictions.read_window(ctx, "m")["label"].to_pylist() == ['"cat"', "1", "1", "0", "1"]
+    assert prediction_windows.read_window(ctx, "m")["label"].to_pylist() == ['"cat"', "1", "1", "0", "1"]
     events = _audit_actions(raw_engine, "predictions.label")
     assert [(e["count"], e["replaced"]) for e in events] == [(2, 0), (3, 1), (1, 1)]
     with pytest.raises(InvalidInput, match="'x'"):
@@ -153,7 +153,7 @@ def test_queue_is_bounded_when_the_writer_is_blocked(ctx, tmp_path, monkeypatch)
     assert not log.record("m", 1, ids(99), [_now()] * 10, [1.0] * 10, x, y)  # closed
     # With no ingester the sealed segments wait in the spool; a replay stores them.
     assert predictions.ingest_spool(ctx, tmp_path / "spool") == 100
-    got = predictions.read_window(ctx, "m", with_labels=False)["request_id"].to_pylist()
+    got = prediction_windows.read_window(ctx, "m", with_labels=False)["request_id"].to_pylist()
     assert sorted(got) == sorted(i for b in range(10) for i in ids(b))
 
 
@@ -164,7 +164,7 @@ def test_a_second_ingest_of_the_same_segments_adds_nothing(ctx, tmp_path, raw_en
                    {"input": np.full((5, 2), b)}, {"predict": np.full(5, b)})
         time.sleep(0.05)  # separate flushes, so that segments rotate by rows
     log.close()
-    sealed = sorted((tmp_path / "spool").glob("*.arrows"))
+    sealed = sorted((tmp_path / "spool").glob("*.log"))
     assert len(sealed) >= 2
     shutil.copytree(tmp_path / "spool", tmp_path / "copy")
     assert predictions.ingest_spool(ctx, tmp_path / "spool") == 30
@@ -174,7 +174,7 @@ def test_a_second_ingest_of_the_same_segments_adds_nothing(ctx, tmp_path, raw_en
     assert predictions.ingest_spool(ctx, tmp_path / "spool") == 0
     assert predictions.ingest_segment(ctx, tmp_path / "copy" / sealed[0].name) == 0
     assert list((tmp_path / "spool").iterdir()) == []
-    assert predictions.read_window(ctx, "m").num_rows == 30
+    assert prediction_windows.read_window(ctx, "m").num_rows == 30
     with raw_engine.connect() as conn:
         assert conn.execute(sa.text("SELECT COUNT(*) FROM prediction_segments")).scalar() == len(sealed)
     assert len(_audit_actions(raw_engine, "predictions.ingest")) == len(sealed)
@@ -183,11 +183,11 @@ def test_a_second_ingest_of_the_same_segments_adds_nothing(ctx, tmp_path, raw_en
 def test_a_torn_tail_keeps_every_whole_batch(tmp_path):
     spool_dir = tmp_path / "spool"
     spool_dir.mkdir()
-    batches = [spool.record_batch([f"r{i}"], [i], [1.0], {"input": np.full((1, 3), i)}, {"predict": np.array([i])})
-               for i in range(5)]
-    segment = spool.Segment(spool_dir, "m", 1, batches[0].schema)
-    for batch in batches:
-        segment.write(batch)
+    chunks = [spool.encode_chunk([f"r{i}"], [i], [1.0], {"input": np.full((1, 3), i)}, {"predict": np.array([i])})
+              for i in range(5)]
+    segment = spool.Segment(spool_dir, "m", 1, chunks[0].signature)
+    for chunk in chunks:
+        segment.write(chunk)
     segment.sync()
     data = segment.path.read_bytes()
     torn = tmp_path / "torn.open"
@@ -195,16 +195,97 @@ def test_a_torn_tail_keeps_every_whole_batch(tmp_path):
     for cut in range(len(data) + 1):  # what a writer killed at any byte would leave
         torn.write_bytes(data[:cut])
         found = spool.read_segment(torn)
-        rows = [] if found is None else found[2]["request_id"].to_pylist()
+        rows = [] if found is None else [rid for c in found.chunks for rid in c.decode().request_ids]
         assert rows == [f"r{i}" for i in range(len(rows))]  # a prefix, never garbage
+        if found is not None:
+            assert found.valid_bytes <= cut and spool.parse_segment(data[:found.valid_bytes]).rows == len(rows)
         seen.add(len(rows))
     assert seen == set(range(6))
-    assert spool.read_segment(segment.path)[:2] == ("m", 1)
+    assert (spool.read_segment(segment.path).model, spool.read_segment(segment.path).version) == ("m", 1)
 
     # A live writer's segment is left alone by recovery, even from the same process.
     assert spool.seal_abandoned(spool_dir) == 0 and segment.path.exists()
     sealed = segment.seal()
-    assert sealed.suffix == ".arrows" and spool.read_segment(sealed)[2].num_rows == 5
+    assert sealed.suffix == ".log" and spool.read_segment(sealed).rows == 5
+
+
+def test_a_flipped_byte_ends_the_segment_there(tmp_path):
+    chunks = [spool.encode_chunk([f"r{i}"], [i], [1.0], {"x": np.full(1, float(i))}, {}) for i in range(3)]
+    segment = spool.Segment(tmp_path, "m", 1, chunks[0].signature)
+    for chunk in chunks:
+        segment.write(chunk)
+    data = bytearray(segment.seal().read_bytes())
+    data[-3] ^= 0xFF  # inside the last chunk's values: its checksum no longer holds
+    found = spool.parse_segment(bytes(data))
+    assert [c.decode().request_ids for c in found.chunks] == [["r0"], ["r1"]]
+    with pytest.raises(spool.CorruptSegment, match="magic"):
+        spool.parse_segment(b"PAR1 something else entirely")
+
+
+def test_every_kind_of_tensor_survives_the_segment_format():
+    from keel.serving.log_table import segment_table
+
+    inputs = {"img": np.arange(12, dtype=np.uint8).reshape(3, 2, 2), "row": np.array([1, 2, 3]),
+              "half": np.ones(3, np.float16), "flag": np.array([True, False, True]),
+              "city": np.array(["Zürich", None, "Oslo"], object), "raw": np.array([b"\x00a", b"", b"z"], object),
+              "big_endian": np.array([1.5, 2.5, 3.5], ">f8"), "wide": np.array(["a", "bc", "d"])}
+    chunk = spool.encode_chunk(["r1", "r2"], [10, 20], [1.0, 2.0], inputs, {"proba": np.eye(3, dtype=np.float32)},
+                               rows=[1, 2])
+    data = b"".join(bytes(p) for p in [spool.MAGIC, *spool.frame([b'{"model": "m", "version": 3}']),
+                                       *spool.frame(chunk.parts)])
+    model, version, table = segment_table(data)
+    assert (model, version, table.num_rows) == ("m", 3, 3)
+    rows = table.to_pylist()
+    assert [r["request_id"] for r in rows] == ["r1", "r2", "r2"] and [r["row"] for r in rows] == [0, 0, 1]
+    assert [r["img"] for r in rows] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
+    assert [r["input:row"] for r in rows] == [1, 2, 3] and [r["flag"] for r in rows] == [True, False, True]
+    assert [r["city"] for r in rows] == ["Zürich", None, "Oslo"] and [r["raw"] for r in rows] == [b"\x00a", b"", b"z"]
+    assert [r["big_endian"] for r in rows] == [1.5, 2.5, 3.5] and [r["wide"] for r in rows] == ["a", "bc", "d"]
+    assert [r["output:proba_1"] for r in rows] == [0.0, 1.0, 0.0]
+    assert table.schema.field("half").type == pa.float32()
+    with pytest.raises(TypeError, match="cannot log a int among strings"):
+        spool.encode_chunk(["r1", "r2"], [1, 2], [1.0, 1.0], {"mixed": np.array(["a", 3], object)}, {})
+
+
+def test_a_file_that_is_no_segment_is_set_aside_and_the_others_ingested(ctx, tmp_path, caplog):
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+    (spool_dir / "0000000000001-junk.log").write_bytes(b"this is not a segment at all")
+    log = PredictionLog(spool_dir, functools.partial(predictions.ingest_segment, ctx), flush_interval=0.01)
+    log.record("m", 1, ["ok"], [_now()], [1.0], {"input": np.zeros((1, 2))}, {"predict": np.zeros(1)})
+    log.close()
+    assert prediction_windows.read_window(ctx, "m")["request_id"].to_pylist() == ["ok"]
+    assert [p.name for p in spool_dir.iterdir()] == ["0000000000001-junk.corrupt"]
+    assert "not a readable prediction segment" in caplog.text
+
+
+def test_segments_of_earlier_servers_are_still_ingested_and_read(ctx, tmp_path):
+    """Arrow IPC spool segments, and Parquet blobs in the store, from before the segment format."""
+    import pyarrow.parquet as pq
+
+    from keel.serving.log_table import record_batch
+    from keel.store.schema import prediction_segments
+
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+    t0 = _now()
+    batch = record_batch(["old-1", "old-2"], [t0, t0 + 1], [1.0, 1.0], {"input": np.ones((2, 2))},
+                         {"predict": np.array([1, 0])})
+    schema = batch.schema.with_metadata({b"keel.model": b"m", b"keel.version": b"1"})
+    with pa.OSFile(str(spool_dir / f"{t0:013d}-legacy.arrows"), "wb") as sink:
+        with pa.ipc.new_stream(sink, schema) as writer:
+            writer.write_batch(batch)
+    assert predictions.ingest_spool(ctx, spool_dir) == 2
+    parquet = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_batches([batch]), parquet)
+    sha, size = ctx.blobs.put_bytes(parquet.getvalue().to_pybytes())
+    with ctx.store.engine.begin() as conn:
+        conn.execute(prediction_segments.insert().values(
+            id="p", model="m", version=1, segment="parquet-era", sha256=sha, size=size, rows=2, first_ms=t0 + 5,
+            last_ms=t0 + 6, created_at=t0))
+    got = prediction_windows.read_window(ctx, "m", with_labels=False)
+    assert got["request_id"].to_pylist() == ["old-1", "old-1", "old-2", "old-2"]
+    assert got["input_1"].to_pylist() == [1.0] * 4
 
 
 def test_two_logs_share_a_spool_directory(ctx, tmp_path):
@@ -220,7 +301,7 @@ def test_two_logs_share_a_spool_directory(ctx, tmp_path):
     second.close()
     first.close()
     assert first.stats()["dropped"] == second.stats()["dropped"] == 0
-    assert sorted(predictions.read_window(ctx, "m")["request_id"].to_pylist()) == ["a", "b", "c"]
+    assert sorted(prediction_windows.read_window(ctx, "m")["request_id"].to_pylist()) == ["a", "b", "c"]
 
 
 CHILD = textwrap.dedent("""
@@ -283,7 +364,7 @@ def test_sigkill_keeps_what_was_acknowledged_a_second_before(ctx, keel_env, tmp_
     assert predictions.ingest_spool(ctx, spool_dir) >= 0
     assert list(spool_dir.iterdir()) == []
 
-    table = predictions.read_window(ctx, "m", with_labels=False)
+    table = prediction_windows.read_window(ctx, "m", with_labels=False)
     counts: dict[str, int] = {}
     for rid in table["request_id"].to_pylist():
         counts[rid] = counts.get(rid, 0) + 1
@@ -301,7 +382,9 @@ def test_sigkill_keeps_what_was_acknowledged_a_second_before(ctx, keel_env, tmp_
 
 
 def test_record_batch_columns():
-    batch = spool.record_batch(
+    from keel.serving.log_table import record_batch
+
+    batch = record_batch(
         ["r1", "r2"], [10, 20], [1.0, 2.0],
         {"img": np.zeros((3, 2, 2), np.uint8), "row": np.array([1, 2, 3]), "half": np.ones(3, np.float16)},
         {"output": np.eye(3)}, rows=[1, 2])
@@ -312,7 +395,7 @@ def test_record_batch_columns():
     assert batch.schema.field("img").type == pa.list_(pa.uint8(), 4)
     assert batch.schema.field("half").type == pa.float32()
     with pytest.raises(ValueError):
-        spool.record_batch(["r1"], [1], [1.0], {"input": np.zeros((2, 2))}, {})
+        record_batch(["r1"], [1], [1.0], {"input": np.zeros((2, 2))}, {})
 
 
 def test_malformed_calls_are_dropped_and_the_others_kept(ctx, tmp_path, caplog):
@@ -329,6 +412,6 @@ def test_malformed_calls_are_dropped_and_the_others_kept(ctx, tmp_path, caplog):
     log.close()  # the one flush of this log
     assert log.stats()["logged"] == 3 and log.stats()["dropped"] == 4
     assert "dropped 2 prediction rows" in caplog.text  # warned once, however many follow
-    table = predictions.read_window(ctx, "m", with_labels=False)
+    table = prediction_windows.read_window(ctx, "m", with_labels=False)
     assert table["request_id"].to_pylist() == ["a", "d", "e"]
     assert table["input_4"].to_pylist() == [None, 2.0, None] and table["other"].to_pylist() == [None, None, 1.0]
