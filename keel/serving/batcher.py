@@ -12,8 +12,11 @@ to a thread would cost more than the prediction. Slower models run in a
 worker thread so the loop keeps accepting. "Fast" is judged on CPU time
 (wall time in the worker thread includes waiting for the interpreter lock,
 which would make a fast model look slow on a busy machine) and on the wall
-time of the last inline run (a model that sleeps or waits on I/O uses no CPU
-but must not block the loop). Every ``PROBE_EVERY`` batches a model that
+time of inline runs that the process did not spend on the CPU: a model that
+sleeps or waits on I/O uses no CPU but must not block the loop. A run that
+waited for the interpreter lock while another thread of the server ran is
+not slow, and one preemption by the OS is not enough: it takes
+``BLOCKED_RUNS`` such runs in a row. Every ``PROBE_EVERY`` batches a model that
 looks fast is tried inline again.
 """
 
@@ -29,6 +32,8 @@ from typing import Callable
 import numpy as np
 
 INLINE_SECONDS = 0.0003
+BLOCKED_SECONDS = 4 * INLINE_SECONDS  # an inline run that waited this long (not on the CPU) blocked the loop
+BLOCKED_RUNS = 2  # in a row, before the model moves to the worker thread: the OS may preempt us once
 PROBE_EVERY = 256
 
 
@@ -59,11 +64,12 @@ class Batcher:
         self._queue: deque[Pending] = deque()
         self._busy = False
         self._cpu: float | None = None  # EWMA of the model call's CPU seconds
-        self._inline_wall: float | None = None  # wall seconds of the last inline call
+        self._blocked = 0  # inline runs in a row that waited BLOCKED_SECONDS or more
         self._batches = 0
         self._last_requests = 1
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="keel-predict")
         self.in_flight = 0
+        self.offloaded = 0  # batches run in the worker thread rather than on the loop
 
     @property
     def depth(self) -> int:
@@ -104,10 +110,15 @@ class Batcher:
         self.in_flight = len(batch)
         try:
             if self._inline():
-                t0 = time.perf_counter()
+                t0, cpu0 = time.perf_counter(), time.process_time()
                 inputs, outputs = self._timed(batch)
-                self._inline_wall = time.perf_counter() - t0
+                # Wall time that no thread of this process spent on the CPU: the model waited (a sleep,
+                # I/O, a lock). Waiting for the interpreter lock while another thread of ours ran (the
+                # prediction log's writer, say) is not the model's doing and must not move it off the loop.
+                waited = (time.perf_counter() - t0) - (time.process_time() - cpu0)
+                self._blocked = self._blocked + 1 if waited >= BLOCKED_SECONDS else 0
             else:
+                self.offloaded += 1
                 inputs, outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self._timed, batch)
         except BaseException as exc:  # noqa: BLE001 - every waiter must hear about it
             await self._fail(batch, exc)
@@ -127,7 +138,7 @@ class Batcher:
         self._batches += 1
         if self._cpu is None or self._cpu >= INLINE_SECONDS:
             return False
-        if self._inline_wall is None or self._inline_wall < 4 * INLINE_SECONDS:
+        if self._blocked < BLOCKED_RUNS:
             return True
         return self._batches % PROBE_EVERY == 0
 

@@ -25,11 +25,16 @@ class _Live:
         depth = GaugeMetricFamily("keel_queue_depth", "Requests waiting for a batch, per model.", labels=["model"])
         running = GaugeMetricFamily("keel_batch_in_flight", "Requests in the batch being run, per model.",
                                     labels=["model"])
+        offloaded = CounterMetricFamily("keel_batches_offloaded", "Batches run in the model's worker thread "
+                                        "rather than on the event loop (slow or blocking model calls).",
+                                        labels=["model"])
         for name, batcher in self._batchers().items():
             depth.add_metric([name], batcher.depth)
             running.add_metric([name], batcher.in_flight)
+            offloaded.add_metric([name], batcher.offloaded)
         yield depth
         yield running
+        yield offloaded
         if self._predlog is not None:
             stats = self._predlog()
             yield CounterMetricFamily("keel_predictions_logged", "Prediction records written to the spool.",

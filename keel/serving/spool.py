@@ -132,19 +132,26 @@ def _encode(array: np.ndarray) -> tuple[dict[str, Any], list[bytes | memoryview]
                 [memoryview(array).cast("B")])
     if array.dtype.kind not in "OUS":
         raise TypeError(f"cannot log values of dtype {array.dtype}")
-    flat = array.reshape(-1)
-    binary = array.dtype.kind == "S" or (array.dtype.kind == "O" and any(isinstance(v, bytes) for v in flat))
-    encoded, valid = [], np.ones(len(flat), np.uint8)
-    for i, value in enumerate(flat.tolist()):
-        if value is None:
-            valid[i] = 0
-            encoded.append(b"")
-        elif isinstance(value, bytes if binary else str):
-            encoded.append(value if binary else value.encode())
-        else:
-            raise TypeError(f"cannot log a {type(value).__name__} among {'bytes' if binary else 'strings'}")
+    values = array.reshape(-1).tolist()
+    kinds = set(map(type, values))
+    binary = bytes in kinds
+    valid = np.ones(len(values), np.uint8)
+    if kinds == {str}:  # the common case, request ids above all: no loop in Python
+        encoded = list(map(str.encode, values))
+    elif kinds == {bytes}:
+        encoded = values
+    else:
+        encoded = []
+        for i, value in enumerate(values):
+            if value is None:
+                valid[i] = 0
+                encoded.append(b"")
+            elif isinstance(value, bytes if binary else str):
+                encoded.append(value if binary else value.encode())
+            else:
+                raise TypeError(f"cannot log a {type(value).__name__} among {'bytes' if binary else 'strings'}")
     offsets = np.zeros(len(encoded) + 1, np.int64)
-    np.cumsum([len(e) for e in encoded], out=offsets[1:])
+    np.cumsum(list(map(len, encoded)), out=offsets[1:])
     data = b"".join(encoded)
     column = {"encoding": "binary" if binary else "utf8", "shape": shape, "size": len(data), "nulls": bool(
         (valid == 0).any())}
