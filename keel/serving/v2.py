@@ -195,13 +195,13 @@ def _encode_bytes(array: np.ndarray) -> bytes:
     return b"".join(parts)
 
 
+_DATATYPE_OF = {dtype: name for name, dtype in TO_NUMPY.items() if name != "BYTES"}  # a lookup per tensor
+
+
 def datatype_of(array: np.ndarray) -> str:
     if array.dtype.kind in "OUS":
         return "BYTES"
-    for name, dtype in TO_NUMPY.items():
-        if dtype == array.dtype and name != "BYTES":
-            return name
-    return "FP64"
+    return _DATATYPE_OF.get(array.dtype, "FP64")
 
 
 def encode_response(model: str, version: str, request_id: str | None, outputs: list[tuple[str, np.ndarray, bool]],
