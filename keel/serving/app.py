@@ -348,6 +348,10 @@ def _json(body: bytes) -> Any:
         raise HTTPError(400, f"the request body is not valid JSON: {exc}") from None
 
 
+def _quote(text: str) -> str:
+    return orjson.dumps(text).decode()
+
+
 class AccessLog:
     """Structured access log (JSON lines on stderr). The request path only appends a tuple; a
     thread formats and writes them in batches, so a slow stderr never stalls the event loop."""
@@ -371,9 +375,12 @@ class AccessLog:
     def flush(self) -> None:
         lines, self._lines = self._lines, []  # one atomic swap under the GIL
         if lines:
-            out = b"".join(orjson.dumps({"ts": round(t, 6), "method": m, "path": p, "status": s,
-                                         "ms": round(sec * 1000, 3), "model": model or None}) + b"\n"
+            # Formatted by hand, the client's strings escaped by orjson: a third of the cost of
+            # one orjson.dumps of a dict per line, at one line per request.
+            text = "".join('{"ts":%.6f,"method":%s,"path":%s,"status":%d,"ms":%.3f,"model":%s}\n'
+                           % (t, _quote(m), _quote(p), s, sec * 1000, _quote(model) if model else "null")
                            for t, m, p, s, sec, model in lines)
+            out = text.encode()
             try:
                 sys.stderr.buffer.write(out)
                 sys.stderr.buffer.flush()

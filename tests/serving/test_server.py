@@ -146,3 +146,20 @@ def test_overload_answers_503_with_retry_after_then_recovers(trained_models):
         assert requests.post(f"{srv.url}/v2/models/slow/infer", json=infer_body(np.ones((1, 3)))).status_code == 200
     finally:
         srv.stop()
+
+
+def test_structured_access_log_has_a_json_line_per_request(trained_models):
+    srv = start_server(trained_models["home"], "models:/tiny/1", "--no-log-predictions")
+    try:
+        x = trained_models["X"][:1]
+        assert requests.post(f"{srv.url}/v2/models/tiny/infer", json=infer_body(x)).status_code == 200
+        assert requests.post(f"{srv.url}/v2/models/nobody/infer", json=infer_body(x)).status_code == 404
+        assert requests.get(f'{srv.url}/v2/models/tiny"\\x/ready').status_code == 404
+    finally:
+        output = srv.stop()
+    entries = [json.loads(line) for line in output.splitlines() if line.startswith('{"ts"')]
+    seen = {(e["method"], e["path"], e["status"], e["model"]) for e in entries}
+    assert ("POST", "/v2/models/tiny/infer", 200, "tiny") in seen
+    assert ("POST", "/v2/models/nobody/infer", 404, None) in seen  # a made-up name is not a model
+    assert any(e["path"] == '/v2/models/tiny"\\x/ready' and e["status"] == 404 for e in entries)  # escaped, parsed back
+    assert all(isinstance(e["ts"], float) and e["ms"] >= 0 for e in entries)
