@@ -35,10 +35,39 @@ class BlobStore:
         self.fs.makedirs(self._join("tmp"), exist_ok=True)
 
     # -- writing -----------------------------------------------------------
-    def put_file(self, path: str | os.PathLike[str]) -> tuple[str, int]:
-        """Store a local file's content; returns (sha256 hex, size)."""
+    def put_file(self, path: str | os.PathLike[str], *, link: bool = False) -> tuple[str, int]:
+        """Store a local file's content; returns (sha256 hex, size).
+
+        ``link=True`` hard-links the file into a local store instead of copying
+        it, when the file system allows (the same device): for a file that is
+        complete, synced and never written again, such as a sealed prediction
+        segment. Otherwise, and on any other store, the content is copied.
+        """
+        if link and self.local:
+            linked = self._link(Path(path))
+            if linked is not None:
+                return linked
         with open(path, "rb") as src:
             return self._put_stream(src)
+
+    def _link(self, path: Path) -> tuple[str, int] | None:
+        digest, size = hashlib.sha256(), 0
+        with open(path, "rb") as src:
+            while chunk := src.read(CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+        hexdigest = digest.hexdigest()
+        final = self.path_of(hexdigest)
+        os.makedirs(self._parent(final), exist_ok=True)
+        try:
+            os.link(path, final)
+        except FileExistsError:
+            pass  # identical content is stored once
+        except OSError:  # another device, or a file system without hard links: copy
+            return None
+        else:
+            os.chmod(final, 0o444)
+        return hexdigest, size
 
     def put_bytes(self, data: bytes) -> tuple[str, int]:
         """Store bytes; returns (sha256 hex, size)."""

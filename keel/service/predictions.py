@@ -40,11 +40,19 @@ def ingest_segment(ctx: Context, path: str | Path) -> int:
     """
     path = Path(path)
     name = spool.segment_name(path)
-    found = _summary(path.read_bytes())
-    if found is None or found[2] == 0 or _stored(ctx, name):
-        return 0
-    model, version, rows, first_ms, last_ms, blob = found
-    sha, size = ctx.blobs.put_bytes(blob)  # before the row: a stray blob is harmless
+    sealed = spool.sealed_summary(path) if path.suffix == spool.SEALED else None
+    if sealed is not None:  # its writer sealed it: whole, synced and summed up, so stored without a read
+        model, version, rows, first_ms, last_ms = (sealed[k] for k in ("model", "version", "rows", "first_ms",
+                                                                      "last_ms"))
+        if rows == 0 or _stored(ctx, name):
+            return 0
+        sha, size = ctx.blobs.put_file(path, link=True)  # before the row: a stray blob is harmless
+    else:  # sealed after its writer died (a torn tail is not stored), or an older server's Arrow file
+        found = _summary(path.read_bytes())
+        if found is None or found[2] == 0 or _stored(ctx, name):
+            return 0
+        model, version, rows, first_ms, last_ms, blob = found
+        sha, size = ctx.blobs.put_bytes(blob)
     row = {"id": uuid.uuid4().hex, "model": model, "version": version, "segment": name, "sha256": sha,
            "size": size, "rows": rows, "first_ms": first_ms, "last_ms": last_ms, "created_at": now_ms()}
 

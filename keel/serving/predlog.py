@@ -67,6 +67,7 @@ class PredictionLog:
         self._segment_rows, self._max_pending = segment_rows, max_pending_rows
         self._lock = threading.Lock()  # guards the queue and the counters that record() touches
         self._buffers: dict[tuple[Any, ...], _Buffer] = {}  # the queue
+        self._full: list[_Buffer] = []  # queued buffers that took no more calls (another dtype or shape came)
         self._pending_rows = self._logged = self._dropped = 0
         self._warned = -WARN_EVERY
         self._ingested = self._ingest_errors = 0
@@ -108,8 +109,10 @@ class PredictionLog:
                 self._dropped += n
                 return False
             buffer = self._buffers.get(key)
-            if buffer is None:
-                buffer = self._buffers[key] = _Buffer(key)
+            if buffer is None or not buffer.fits(inputs, outputs):
+                if buffer is not None:  # the model changed a dtype or a shape: queue a new buffer behind it
+                    self._full.append(buffer)
+                buffer = self._buffers[key] = _Buffer(key, inputs, outputs)
             buffer.add(request_ids, received_ms, latency_ms, rows, n, inputs, outputs)
             self._pending_rows += n
         return True
@@ -143,15 +146,16 @@ class PredictionLog:
         while True:
             stopping = self._stop.wait(self._flush_interval)
             with self._lock:
-                buffers, self._buffers = self._buffers, {}
+                buffers = [*self._full, *self._buffers.values()]
+                self._full, self._buffers = [], {}
             try:
-                for buffer in buffers.values():
+                for buffer in buffers:
                     self._append(buffer)
                 self._sync(seal_all=stopping)
             except Exception:  # noqa: BLE001 - the thread must outlive any one bad flush
                 log.exception("keel: prediction log flush failed")
             with self._lock:  # counted until written, so the queue bound covers the writer's hands too
-                self._pending_rows -= sum(buffer.n for buffer in buffers.values())
+                self._pending_rows -= sum(buffer.n for buffer in buffers)
             if stopping:
                 break
         self._writer_done.set()
@@ -227,19 +231,35 @@ class PredictionLog:
 
 
 class _Buffer:
-    """Queued calls of one model version that name the same tensors, as columns."""
+    """Queued calls of one model version whose tensors have the same names, dtypes and row shapes.
 
-    def __init__(self, key: tuple[Any, ...]) -> None:
+    Numeric tensors are copied into one growing ``bytearray`` per tensor as
+    they are recorded: the batch's arrays are freed on the request path at
+    once, where the allocator reuses their memory while it is still in the
+    cache, and the writer gets each column as one array without a
+    concatenation. Other tensors (strings, objects) are kept as arrays.
+    """
+
+    def __init__(self, key: tuple[Any, ...], inputs: Mapping[str, np.ndarray],
+                 outputs: Mapping[str, np.ndarray]) -> None:
         self.key = key  # (model, version, input names, output names)
         self.ids: list[str] = []
         self.received: list[int] = []
         self.latency: list[float] = []
         self.rows: list[int] = []  # per request
-        self.calls: list[int] = []  # requests per call, to write the calls one by one if need be
+        self.calls: list[tuple[int, int]] = []  # (requests, rows) of each call, to write them one by one if need be
         self.multi = False  # some request has several rows
         self.n = 0
-        self.inputs: dict[str, list[np.ndarray]] = {name: [] for name in key[2]}
-        self.outputs: dict[str, list[np.ndarray]] = {name: [] for name in key[3]}
+        self.inputs = {name: _Column(array) for name, array in inputs.items()}
+        self.outputs = {name: _Column(array) for name, array in outputs.items()}
+
+    def fits(self, inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> bool:
+        """Whether a call's tensors can join this buffer's columns (same dtypes and row shapes)."""
+        for columns, tensors in ((self.inputs, inputs), (self.outputs, outputs)):
+            for name, array in tensors.items():
+                if not columns[name].fits(array):
+                    return False
+        return True
 
     def add(self, ids: Sequence[str], received: Any, latency: Any, rows: Sequence[int] | None, n: int,
             inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> None:
@@ -251,35 +271,68 @@ class _Buffer:
         else:
             self.rows.extend(rows)
             self.multi = True
-        self.calls.append(len(ids))
+        self.calls.append((len(ids), n))
         self.n += n
         for name, array in inputs.items():
-            self.inputs[name].append(array)
+            self.inputs[name].add(array)
         for name, array in outputs.items():
-            self.outputs[name].append(array)
+            self.outputs[name].add(array)
 
     def chunk(self) -> spool.EncodedChunk:
-        return spool.encode_chunk(self.ids, self.received, self.latency, _concat(self.inputs),
-                                  _concat(self.outputs), self.rows if self.multi else None)
+        return spool.encode_chunk(self.ids, self.received, self.latency,
+                                  {name: column.array() for name, column in self.inputs.items()},
+                                  {name: column.array() for name, column in self.outputs.items()},
+                                  self.rows if self.multi else None)
 
     def each_call(self) -> Iterator[tuple[int, spool.EncodedChunk | Exception]]:
         """(rows, encoded chunk or the error that refused it) of each call on its own."""
-        start = 0
-        for i, k in enumerate(self.calls):
-            end = start + k
-            rows = self.rows[start:end]
+        inputs = {name: column.array() for name, column in self.inputs.items()}
+        outputs = {name: column.array() for name, column in self.outputs.items()}
+        first = start = 0  # the call's first request, first row
+        for k, n in self.calls:
+            end = start + n
             try:
-                yield sum(rows), spool.encode_chunk(
-                    self.ids[start:end], self.received[start:end], self.latency[start:end],
-                    {name: arrays[i] for name, arrays in self.inputs.items()},
-                    {name: arrays[i] for name, arrays in self.outputs.items()}, rows if self.multi else None)
+                yield n, spool.encode_chunk(
+                    self.ids[first:first + k], self.received[first:first + k], self.latency[first:first + k],
+                    {name: array[start:end] for name, array in inputs.items()},
+                    {name: array[start:end] for name, array in outputs.items()},
+                    self.rows[first:first + k] if self.multi else None)
             except Exception as exc:  # noqa: BLE001
-                yield sum(rows), exc
-            start = end
+                yield n, exc
+            first, start = first + k, end
 
 
-def _concat(tensors: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
-    return {name: arrays[0] if len(arrays) == 1 else np.concatenate(arrays) for name, arrays in tensors.items()}
+class _Column:
+    """One tensor's queued rows: numeric ones as bytes in a ``bytearray``, others as a list of arrays."""
+
+    __slots__ = ("dtype", "tail", "data", "arrays")
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.dtype, self.tail = array.dtype, array.shape[1:]
+        self.data = bytearray() if array.dtype.kind in spool.NUMERIC_KINDS else None
+        self.arrays: list[np.ndarray] = []
+
+    def fits(self, array: np.ndarray) -> bool:
+        if array.shape[1:] != self.tail:
+            return False
+        if self.data is None:
+            return array.dtype.kind not in spool.NUMERIC_KINDS  # strings of any width concatenate
+        return array.dtype is self.dtype or array.dtype == self.dtype
+
+    def add(self, array: np.ndarray) -> None:
+        if self.data is None:
+            self.arrays.append(array)
+            return
+        try:
+            self.data.extend(array)  # the buffer protocol: one memcpy (not +=: numpy would take that as addition)
+        except (BufferError, TypeError):  # not C-contiguous
+            self.data.extend(np.ascontiguousarray(array))
+
+    def array(self) -> np.ndarray:
+        """Every queued row as one array (over the bytes, not a copy, for numeric columns)."""
+        if self.data is None:
+            return self.arrays[0] if len(self.arrays) == 1 else np.concatenate(self.arrays)
+        return np.frombuffer(self.data, self.dtype).reshape(-1, *self.tail)
 
 
 def _problem(k: int, n: int, received: Any, latency: Any, rows: Sequence[int] | None,

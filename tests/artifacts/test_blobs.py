@@ -63,3 +63,31 @@ def test_any_fsspec_url_works(tmp_path):
     file_url = BlobStore(f"file://{tmp_path}/viaurl")
     sha2, _ = file_url.put_bytes(b"x")
     assert (tmp_path / "viaurl" / "sha256" / sha2[:2] / sha2).is_file()
+
+
+def test_put_file_can_link_a_finished_file_instead_of_copying_it(tmp_path, monkeypatch):
+    store = BlobStore(str(tmp_path / "blobs"))
+    src = tmp_path / "segment.log"
+    src.write_bytes(b"sealed and never written again" * 1000)
+    sha, size = store.put_file(src, link=True)
+    assert (sha, size) == (hashlib.sha256(src.read_bytes()).hexdigest(), src.stat().st_size)
+    blob = store.path_of(sha)
+    assert os.stat(blob).st_ino == src.stat().st_ino  # the same file, not a copy
+    assert os.stat(blob).st_mode & 0o222 == 0  # read-only, as every blob
+    src.unlink()  # the spool deletes its name afterwards: the blob stays whole
+    assert store.get_bytes(sha) == b"sealed and never written again" * 1000
+
+    again = tmp_path / "again.log"
+    again.write_bytes(b"sealed and never written again" * 1000)
+    assert store.put_file(again, link=True) == (sha, size)  # stored once
+
+    other = tmp_path / "other.log"
+    other.write_bytes(b"on another device")
+
+    def cross_device(*_):
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", cross_device)
+    sha2, _ = store.put_file(other, link=True)  # falls back to a copy
+    assert store.get_bytes(sha2) == b"on another device"
+    assert os.stat(store.path_of(sha2)).st_ino != other.stat().st_ino

@@ -100,6 +100,10 @@ def test_round_trip_of_several_models(ctx, tmp_path, raw_engine):
     events = _audit_actions(raw_engine, "predictions.ingest")
     assert sorted((e["segment"], e["rows"], e["sha256"]) for e in events) == sorted(map(tuple, segments))
     assert sum(e["rows"] for e in events) == stats["logged"]
+    with raw_engine.connect() as conn:  # each segment's time span, which windows select segments by
+        span = conn.execute(sa.text("SELECT min(first_ms), max(last_ms) FROM prediction_segments "
+                                    "WHERE model = 'tensor'")).one()
+    assert tuple(span) == (t0, t0 + 30)
 
 
 def test_labels_before_and_after_ingestion(ctx, tmp_path, raw_engine):
@@ -214,12 +218,36 @@ def test_a_flipped_byte_ends_the_segment_there(tmp_path):
     segment = spool.Segment(tmp_path, "m", 1, chunks[0].signature)
     for chunk in chunks:
         segment.write(chunk)
+    segment.sync()
+    chunks_end = segment.path.stat().st_size  # the seal record comes after
     data = bytearray(segment.seal().read_bytes())
-    data[-3] ^= 0xFF  # inside the last chunk's values: its checksum no longer holds
+    data[chunks_end - 3] ^= 0xFF  # inside the last chunk's values: its checksum no longer holds
     found = spool.parse_segment(bytes(data))
-    assert [c.decode().request_ids for c in found.chunks] == [["r0"], ["r1"]]
+    assert [c.decode().request_ids for c in found.chunks] == [["r0"], ["r1"]] and found.sealed is None
     with pytest.raises(spool.CorruptSegment, match="magic"):
         spool.parse_segment(b"PAR1 something else entirely")
+
+
+def test_a_sealed_segment_says_what_it_holds_at_its_end(tmp_path):
+    chunks = [spool.encode_chunk([f"r{i}", f"s{i}"], [100 - i, 200 + i], [1.0, 2.0], {"x": np.full((3, 2), i)}, {},
+                                 rows=[1, 2]) for i in range(4)]
+    segment = spool.Segment(tmp_path, "m", 2, chunks[0].signature)
+    for chunk in chunks:
+        segment.write(chunk)
+    sealed = segment.seal()
+    summary = {"model": "m", "version": 2, "rows": 12, "requests": 8, "first_ms": 97, "last_ms": 203}
+    assert spool.sealed_summary(sealed) == summary  # read from the end, chunks untouched
+    found = spool.read_segment(sealed)
+    assert found.sealed == summary and found.rows == 12 and found.valid_bytes == sealed.stat().st_size
+    data = sealed.read_bytes()
+    for cut in range(len(data) - 40, len(data)):  # a seal record cut short is no seal record
+        sealed.write_bytes(data[:cut])
+        assert spool.sealed_summary(sealed) is None
+        assert spool.read_segment(sealed).rows == 12  # every chunk is still there
+    flipped = bytearray(data)
+    flipped[-20] ^= 0xFF  # inside the summary: its checksum no longer holds
+    sealed.write_bytes(bytes(flipped))
+    assert spool.sealed_summary(sealed) is None and spool.read_segment(sealed).rows == 12
 
 
 def test_every_kind_of_tensor_survives_the_segment_format():
@@ -409,9 +437,13 @@ def test_malformed_calls_are_dropped_and_the_others_kept(ctx, tmp_path, caplog):
     assert log.record("m", 1, ["d"], [t0 + 1], [1.0], {"input": np.full((1, 5), 2.0)}, y)
     assert log.record("m", 1, [7], [t0 + 2], [1.0], {"input": np.ones((1, 4))}, y)  # not a string id
     assert log.record("m", 1, ["e"], [t0 + 3], [1.0], {"other": np.ones(1)}, y)  # other tensors
+    assert log.record("m", 1, ["f"], [t0 + 4], [1.0], {"input": np.arange(8.0).reshape(2, 4).T[:1]}, y)  # strided
+    assert log.record("m", 1, ["g"], [t0 + 5], [1.0], {"input": np.full((1, 4), 7, np.int32)}, y)  # another dtype
     log.close()  # the one flush of this log
-    assert log.stats()["logged"] == 3 and log.stats()["dropped"] == 4
+    assert log.stats()["logged"] == 5 and log.stats()["dropped"] == 4
     assert "dropped 2 prediction rows" in caplog.text  # warned once, however many follow
     table = prediction_windows.read_window(ctx, "m", with_labels=False)
-    assert table["request_id"].to_pylist() == ["a", "d", "e"]
-    assert table["input_4"].to_pylist() == [None, 2.0, None] and table["other"].to_pylist() == [None, None, 1.0]
+    assert table["request_id"].to_pylist() == ["a", "d", "e", "f", "g"]
+    assert table["input_1"].to_pylist() == [1.0, 2.0, None, 4.0, 7.0]
+    assert table["input_4"].to_pylist() == [None, 2.0, None, None, None]
+    assert table["other"].to_pylist() == [None, None, 1.0, None, None]
