@@ -27,6 +27,9 @@ from keel.serving.metrics import ServerMetrics
 from keel.serving.runtime import ServedModel
 
 log = logging.getLogger("keel.serving")
+# For bench/serving_log_toggle.py only: skip the prediction log in every other phase of this many
+# seconds, so that one process measures logging's cost against itself. Never set in production.
+_LOG_TOGGLE_S = float(os.environ.get("KEEL_BENCH_LOG_TOGGLE_S", "0") or 0)
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 _JSON = [(b"content-type", b"application/json")]
@@ -273,7 +276,7 @@ class InferenceApp:
     def _batch_done(self, served: ServedModel) -> Callable[..., None]:
         def done(batch: list[Pending], inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> None:
             self.metrics.batch(served.name, sum(p.rows for p in batch))
-            if self.predlog is None:
+            if self.predlog is None or (_LOG_TOGGLE_S and int(time.monotonic() / _LOG_TOGGLE_S) % 2):
                 return
             now = time.perf_counter()
             self.predlog.record(served.name, int(served.version), [p.request_id for p in batch],

@@ -14,20 +14,27 @@ When the queue holds ``max_pending_rows`` rows, ``record`` drops the batch and
 counts it instead of growing: memory stays bounded even if the disk stalls.
 
 The queue is kept as columns, one buffer per model version, that each call
-extends. Queueing a tuple of lists per call left the garbage collector
+extends, and it holds no Python object per request: request ids are joined
+into one string per call, times go into typed arrays and numeric tensors into
+bytes. Queueing a tuple of lists per call left the garbage collector
 thousands of live containers to track; they reached its older generations
-and set off full collections, which cost the request loop more than all the
-rest of the log together.
+and set off full collections. Keeping each request's id, time and latency as
+objects for the writer to pick up cost the request loop more than the
+logging itself: with thousands of small objects outliving their neighbours,
+the short-lived objects of each request no longer reused warm memory
+(measured in one server toggling logging every two seconds: 6-9 % more CPU
+per request with them, against 3 µs of logging per request).
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
+from array import array
 import threading
 import time
 import weakref
-from itertools import repeat
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -100,6 +107,11 @@ class PredictionLog:
         k = len(request_ids)
         n = k if rows is None else sum(rows)
         problem = _problem(k, n, received_ms, latency_ms, rows, inputs, outputs)
+        try:  # typed copies before the lock: a bad value fails here, with the queue untouched
+            call = _Call(spool.JoinedStrings("".join(request_ids), array("q", map(len, request_ids))),
+                         array("q", received_ms), array("d", latency_ms), None if rows is None else array("q", rows), n)
+        except (TypeError, ValueError, OverflowError) as exc:
+            problem = problem or f"request ids must be strings and times numbers ({exc})"
         if problem is not None:
             self._count_dropped(n, f"a malformed batch of {model!r} version {version}: {problem}")
             return False
@@ -113,7 +125,7 @@ class PredictionLog:
                 if buffer is not None:  # the model changed a dtype or a shape: queue a new buffer behind it
                     self._full.append(buffer)
                 buffer = self._buffers[key] = _Buffer(key, inputs, outputs)
-            buffer.add(request_ids, received_ms, latency_ms, rows, n, inputs, outputs)
+            buffer.add(call, inputs, outputs)
             self._pending_rows += n
         return True
 
@@ -230,76 +242,101 @@ class PredictionLog:
                 return
 
 
+@dataclass
+class _Call:
+    """One ``record`` call's per-request values, already typed."""
+
+    ids: spool.JoinedStrings
+    received: array  # int64 epoch ms
+    latency: array  # float64 ms
+    rows: array | None  # int64 rows per request; None: one each
+    n: int
+
+
 class _Buffer:
     """Queued calls of one model version whose tensors have the same names, dtypes and row shapes.
 
     Numeric tensors are copied into one growing ``bytearray`` per tensor as
-    they are recorded: the batch's arrays are freed on the request path at
-    once, where the allocator reuses their memory while it is still in the
-    cache, and the writer gets each column as one array without a
+    they are recorded, so the batch's arrays are freed on the request path
+    at once and the writer gets each column as one array without a
     concatenation. Other tensors (strings, objects) are kept as arrays.
     """
 
     def __init__(self, key: tuple[Any, ...], inputs: Mapping[str, np.ndarray],
                  outputs: Mapping[str, np.ndarray]) -> None:
         self.key = key  # (model, version, input names, output names)
-        self.ids: list[str] = []
-        self.received: list[int] = []
-        self.latency: list[float] = []
-        self.rows: list[int] = []  # per request
-        self.calls: list[tuple[int, int]] = []  # (requests, rows) of each call, to write them one by one if need be
-        self.multi = False  # some request has several rows
+        self.ids: list[str] = []  # one string per call: its request ids joined
+        self.id_lengths = array("q")  # per request, in characters
+        self.received = array("q")
+        self.latency = array("d")
+        self.rows = array("q")  # per request, once some request has several rows (until then: empty)
+        self.call_requests: list[int] = []  # of each call, to write them one by one if need be
+        self.call_rows: list[int] = []
         self.n = 0
-        self.inputs = {name: _Column(array) for name, array in inputs.items()}
-        self.outputs = {name: _Column(array) for name, array in outputs.items()}
+        self.inputs = {name: _Column(array_) for name, array_ in inputs.items()}
+        self.outputs = {name: _Column(array_) for name, array_ in outputs.items()}
+
+    @property
+    def multi(self) -> bool:
+        return len(self.rows) > 0
 
     def fits(self, inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> bool:
         """Whether a call's tensors can join this buffer's columns (same dtypes and row shapes)."""
         for columns, tensors in ((self.inputs, inputs), (self.outputs, outputs)):
-            for name, array in tensors.items():
-                if not columns[name].fits(array):
+            for name, tensor in tensors.items():
+                if not columns[name].fits(tensor):
                     return False
         return True
 
-    def add(self, ids: Sequence[str], received: Any, latency: Any, rows: Sequence[int] | None, n: int,
-            inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> None:
-        self.ids.extend(ids)
-        self.received.extend(received)
-        self.latency.extend(latency)
-        if rows is None:
-            self.rows.extend(repeat(1, len(ids)))
-        else:
-            self.rows.extend(rows)
-            self.multi = True
-        self.calls.append((len(ids), n))
-        self.n += n
-        for name, array in inputs.items():
-            self.inputs[name].add(array)
-        for name, array in outputs.items():
-            self.outputs[name].add(array)
+    def add(self, call: _Call, inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> None:
+        k = len(call.received)
+        if call.rows is not None or self.multi:
+            if not self.multi:  # the first request of several rows: the earlier ones had one each
+                self.rows.extend(_ONE * len(self.received))
+            self.rows.extend(call.rows if call.rows is not None else _ONE * k)
+        self.ids.append(call.ids.text)
+        self.id_lengths.extend(call.ids.lengths)
+        self.received.extend(call.received)
+        self.latency.extend(call.latency)
+        self.call_requests.append(k)
+        self.call_rows.append(call.n)
+        self.n += call.n
+        for name, tensor in inputs.items():
+            self.inputs[name].add(tensor)
+        for name, tensor in outputs.items():
+            self.outputs[name].add(tensor)
 
     def chunk(self) -> spool.EncodedChunk:
-        return spool.encode_chunk(self.ids, self.received, self.latency,
-                                  {name: column.array() for name, column in self.inputs.items()},
-                                  {name: column.array() for name, column in self.outputs.items()},
-                                  self.rows if self.multi else None)
+        return self._encode(0, len(self.received), 0, self.n, "".join(self.ids), *self._tensors())
 
     def each_call(self) -> Iterator[tuple[int, spool.EncodedChunk | Exception]]:
         """(rows, encoded chunk or the error that refused it) of each call on its own."""
-        inputs = {name: column.array() for name, column in self.inputs.items()}
-        outputs = {name: column.array() for name, column in self.outputs.items()}
+        inputs, outputs = self._tensors()
         first = start = 0  # the call's first request, first row
-        for k, n in self.calls:
-            end = start + n
+        for text, k, n in zip(self.ids, self.call_requests, self.call_rows):
             try:
-                yield n, spool.encode_chunk(
-                    self.ids[first:first + k], self.received[first:first + k], self.latency[first:first + k],
-                    {name: array[start:end] for name, array in inputs.items()},
-                    {name: array[start:end] for name, array in outputs.items()},
-                    self.rows[first:first + k] if self.multi else None)
+                yield n, self._encode(first, first + k, start, start + n, text, inputs, outputs)
             except Exception as exc:  # noqa: BLE001
                 yield n, exc
-            first, start = first + k, end
+            first, start = first + k, start + n
+
+    def _tensors(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        return ({name: column.array() for name, column in self.inputs.items()},
+                {name: column.array() for name, column in self.outputs.items()})
+
+    def _encode(self, first: int, last: int, start: int, end: int, ids: str, inputs: dict[str, np.ndarray],
+                outputs: dict[str, np.ndarray]) -> spool.EncodedChunk:
+        """Requests ``first:last`` (rows ``start:end``), whose ids joined are ``ids``."""
+        lengths = np.frombuffer(self.id_lengths, np.int64)[first:last]
+        return spool.encode_chunk(spool.JoinedStrings(ids, lengths),
+                                  np.frombuffer(self.received, np.int64)[first:last],
+                                  np.frombuffer(self.latency, np.float64)[first:last],
+                                  {name: tensor[start:end] for name, tensor in inputs.items()},
+                                  {name: tensor[start:end] for name, tensor in outputs.items()},
+                                  np.frombuffer(self.rows, np.int64)[first:last] if self.multi else None)
+
+
+_ONE = array("q", [1])
 
 
 class _Column:
@@ -307,26 +344,26 @@ class _Column:
 
     __slots__ = ("dtype", "tail", "data", "arrays")
 
-    def __init__(self, array: np.ndarray) -> None:
-        self.dtype, self.tail = array.dtype, array.shape[1:]
-        self.data = bytearray() if array.dtype.kind in spool.NUMERIC_KINDS else None
+    def __init__(self, tensor: np.ndarray) -> None:
+        self.dtype, self.tail = tensor.dtype, tensor.shape[1:]
+        self.data = bytearray() if tensor.dtype.kind in spool.NUMERIC_KINDS else None
         self.arrays: list[np.ndarray] = []
 
-    def fits(self, array: np.ndarray) -> bool:
-        if array.shape[1:] != self.tail:
+    def fits(self, tensor: np.ndarray) -> bool:
+        if tensor.shape[1:] != self.tail:
             return False
         if self.data is None:
-            return array.dtype.kind not in spool.NUMERIC_KINDS  # strings of any width concatenate
-        return array.dtype is self.dtype or array.dtype == self.dtype
+            return tensor.dtype.kind not in spool.NUMERIC_KINDS  # strings of any width concatenate
+        return tensor.dtype is self.dtype or tensor.dtype == self.dtype
 
-    def add(self, array: np.ndarray) -> None:
+    def add(self, tensor: np.ndarray) -> None:
         if self.data is None:
-            self.arrays.append(array)
+            self.arrays.append(tensor)
             return
         try:
-            self.data.extend(array)  # the buffer protocol: one memcpy (not +=: numpy would take that as addition)
+            self.data.extend(tensor)  # the buffer protocol: one memcpy (not +=: numpy would take that as addition)
         except (BufferError, TypeError):  # not C-contiguous
-            self.data.extend(np.ascontiguousarray(array))
+            self.data.extend(np.ascontiguousarray(tensor))
 
     def array(self) -> np.ndarray:
         """Every queued row as one array (over the bytes, not a copy, for numeric columns)."""
@@ -342,9 +379,9 @@ def _problem(k: int, n: int, received: Any, latency: Any, rows: Sequence[int] | 
         if len(received) != k or len(latency) != k or (rows is not None and len(rows) != k):
             return f"{k} request ids, {len(received)} times, {len(latency)} latencies"
         for tensors in (inputs, outputs):
-            for name, array in tensors.items():
-                if len(array) != n:
-                    return f"{name!r} has {len(array)} rows, expected {n}"
+            for name, tensor in tensors.items():
+                if len(tensor) != n:
+                    return f"{name!r} has {len(tensor)} rows, expected {n}"
     except TypeError as exc:  # a scalar where an array belongs
         return str(exc)
     return None

@@ -433,14 +433,21 @@ def test_malformed_calls_are_dropped_and_the_others_kept(ctx, tmp_path, caplog):
     assert log.record("m", 1, ["a"], [t0], [1.0], {"input": np.ones((1, 4))}, y)
     assert not log.record("m", 1, ["b", "c"], [t0] * 2, [1.0] * 2, {"input": np.ones((1, 4))}, y)  # rows != ids
     assert not log.record("m", 1, ["s"], [t0], [1.0], {"input": np.float64(1.0)}, y)  # a scalar tensor
-    # Accepted, but they do not fit the others of their queue: written one by one, the bad one dropped.
+    # Accepted, but they do not fit the others of their queue: written after them.
     assert log.record("m", 1, ["d"], [t0 + 1], [1.0], {"input": np.full((1, 5), 2.0)}, y)
-    assert log.record("m", 1, [7], [t0 + 2], [1.0], {"input": np.ones((1, 4))}, y)  # not a string id
+    assert not log.record("m", 1, [7], [t0 + 2], [1.0], {"input": np.ones((1, 4))}, y)  # not a string id
+    assert not log.record("m", 1, ["t"], [None], [1.0], {"input": np.ones((1, 4))}, y)  # not a time
     assert log.record("m", 1, ["e"], [t0 + 3], [1.0], {"other": np.ones(1)}, y)  # other tensors
     assert log.record("m", 1, ["f"], [t0 + 4], [1.0], {"input": np.arange(8.0).reshape(2, 4).T[:1]}, y)  # strided
     assert log.record("m", 1, ["g"], [t0 + 5], [1.0], {"input": np.full((1, 4), 7, np.int32)}, y)  # another dtype
+    # One queue where a value cannot be stored: its calls are written one by one, the bad one dropped.
+    for rid, city in (("ok1", "Oslo"), ("bad", {"not": "a string"}), ("ok2", "Rome")):
+        city_tensor = np.empty(1, object)
+        city_tensor[0] = city
+        assert log.record("o", 1, [rid], [t0], [1.0], {"city": city_tensor}, y)
     log.close()  # the one flush of this log
-    assert log.stats()["logged"] == 5 and log.stats()["dropped"] == 4
+    assert log.stats()["logged"] == 7 and log.stats()["dropped"] == 6
+    assert prediction_windows.read_window(ctx, "o", with_labels=False)["city"].to_pylist() == ["Oslo", "Rome"]
     assert "dropped 2 prediction rows" in caplog.text  # warned once, however many follow
     table = prediction_windows.read_window(ctx, "m", with_labels=False)
     assert table["request_id"].to_pylist() == ["a", "d", "e", "f", "g"]
