@@ -16,24 +16,22 @@ counts it instead of growing: memory stays bounded even if the disk stalls.
 The queue is kept as columns, one buffer per model version, that each call
 extends, and it holds no Python object per request: request ids are joined
 into one string per call, times go into typed arrays and numeric tensors into
-bytes. Queueing a tuple of lists per call left the garbage collector
-thousands of live containers to track; they reached its older generations
-and set off full collections. Keeping each request's id, time and latency as
-objects for the writer to pick up cost the request loop more than the
-logging itself: with thousands of small objects outliving their neighbours,
-the short-lived objects of each request no longer reused warm memory
-(measured in one server toggling logging every two seconds: 6-9 % more CPU
-per request with them, against 3 µs of logging per request).
+bytes, so nothing a request allocates outlives it and the writer does not
+loop over requests. Queueing a tuple of lists per call left the garbage
+collector thousands of live containers to track; they reached its older
+generations and set off full collections, which cost the request loop more
+than all the rest of the log together. What logging still costs the request
+loop, and how it was measured: docs/prediction-log.md, "Cost".
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
-from array import array
 import threading
 import time
 import weakref
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence

@@ -11,11 +11,12 @@ The format is a sequence of frames after an 8-byte magic: each frame is
 (model, version); each later one is a *chunk*, the requests of one flush: a
 JSON header naming the columns, their encodings, dtypes and shapes, then
 their raw bytes. A writer that seals a segment ends it with a *seal record*,
-a frame whose payload is a JSON summary (rows, requests, first and last
-``received_ms``) followed by its own length and ``SEAL_MAGIC``: found from
-the end of the file, it lets ingestion store the segment without reading its
-chunks (:func:`sealed_summary`). A segment sealed after its writer died has
-no seal record and is parsed instead. Numbers are stored as numpy lays them out, strings as UTF-8
+a frame whose payload is a JSON summary (model, version, rows, requests,
+first and last ``received_ms``) followed by its own length and
+``SEAL_MAGIC``: found from the end of the file, it lets ingestion store the
+segment without reading its chunks (:func:`sealed_summary`). A segment
+sealed after its writer died has no seal record and is parsed instead.
+Numbers are stored as numpy lays them out, strings as UTF-8
 with offsets. Nothing is ever unpickled: a reader accepts only numeric and
 boolean dtypes and the string encodings, and checks every size.
 
@@ -97,7 +98,7 @@ class JoinedStrings:
     without touching each string again."""
 
     text: str
-    lengths: np.ndarray
+    lengths: Sequence[int]  # a numpy or an ``array.array`` of integers
 
     def __len__(self) -> int:
         return len(self.lengths)
