@@ -68,8 +68,9 @@ def main() -> None:
         server.wait(30)
 
 
-def measure(pid: int, port: int, args: argparse.Namespace, prep: dict, work: Path) -> list[tuple[str, float, float]]:
-    """(phase, CPU µs per row, event-loop thread CPU µs per row) of each whole phase."""
+def measure(pid: int, port: int, args: argparse.Namespace, prep: dict,
+            work: Path) -> list[tuple[str, float, float, float]]:
+    """(phase, CPU µs per row, event-loop thread CPU µs per row, rows per batch) of each whole phase."""
     base = f"http://127.0.0.1:{port}/v2/models/{args.model}"
     for _ in range(1200):
         status, text = bench.http(base)
@@ -84,7 +85,7 @@ def measure(pid: int, port: int, args: argparse.Namespace, prep: dict, work: Pat
     lua.write_text(bench.WRK_LUA)
     bench.wrk(base + "/infer", body, lua, 4, 3)  # warm-up
 
-    def sample() -> tuple[int, float, float, float]:
+    def sample() -> tuple[int, float, float, float, float]:
         total = loop = 0.0
         for tid in os.listdir(f"/proc/{pid}/task"):
             try:
@@ -95,8 +96,9 @@ def measure(pid: int, port: int, args: argparse.Namespace, prep: dict, work: Pat
             total += cpu
             loop += cpu if tid == str(pid) else 0.0
         _, text = bench.http(f"http://127.0.0.1:{port}/metrics")
-        rows = float(re.search(rb'keel_batch_size_sum\{model="%s"\} (\S+)' % args.model.encode(), text).group(1))
-        return int(time.monotonic() / args.phase) % 2, total, loop, rows
+        rows, batches = (float(re.search(rb'keel_batch_size_%s\{model="%s"\} (\S+)' % (what, args.model.encode()),
+                                         text).group(1)) for what in (b"sum", b"count"))
+        return int(time.monotonic() / args.phase) % 2, total, loop, rows, batches
 
     load = subprocess.Popen(["wrk", "-t1", "-c16", f"-d{args.seconds:.0f}s", "-s", str(lua), base + "/infer"],
                             env={**os.environ, "WRK_BODY_FILE": str(body)}, stdout=subprocess.DEVNULL)
@@ -108,14 +110,14 @@ def measure(pid: int, port: int, args: argparse.Namespace, prep: dict, work: Pat
         if load.poll() is None:
             samples.append(sample())
     phases = []
-    for (odd, cpu0, loop0, rows0), (_, cpu1, loop1, rows1) in zip(samples, samples[1:]):
+    for (odd, cpu0, loop0, rows0, n0), (_, cpu1, loop1, rows1, n1) in zip(samples, samples[1:]):
         if rows1 > rows0:  # odd phases skip the log (see keel/serving/app.py)
             phases.append(("off" if odd else "on", (cpu1 - cpu0) / (rows1 - rows0) * 1e6,
-                           (loop1 - loop0) / (rows1 - rows0) * 1e6))
+                           (loop1 - loop0) / (rows1 - rows0) * 1e6, (rows1 - rows0) / (n1 - n0)))
     return phases[:-1]  # the last one may be cut short by wrk's end
 
 
-def report(phases: list[tuple[str, float, float]]) -> None:
+def report(phases: list[tuple[str, float, float, float]]) -> None:
     pairs = [(a, b) if a[0] == "on" else (b, a) for a, b in zip(phases, phases[1:]) if a[0] != b[0]]
     if not pairs:
         sys.exit("no adjacent on/off phases: run longer")
@@ -126,6 +128,8 @@ def report(phases: list[tuple[str, float, float]]) -> None:
         print(f"{label}: CPU per row {on:.1f} us logging, {off:.1f} us not; median of {len(ratios)} adjacent "
               f"ratios {statistics.median(ratios):.3f} (quartiles {statistics.quantiles(ratios, n=4)[0]:.3f}, "
               f"{statistics.quantiles(ratios, n=4)[2]:.3f})")
+    print("rows per batch: %.1f logging, %.1f not" % tuple(statistics.median(p[3] for p in phases if p[0] == state)
+                                                          for state in ("on", "off")))
 
 
 if __name__ == "__main__":

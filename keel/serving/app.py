@@ -217,6 +217,8 @@ class InferenceApp:
             doc = orjson.loads(body)
             request = v2.InferRequest(doc.get("id") if isinstance(doc, dict) else None,
                                       _plain_tensors(served, doc), None, False)
+            if isinstance(request.id, str):
+                v2.check_request_id(request.id)
             arrays, rows = served.validate(request)
         except (orjson.JSONDecodeError, v2.ProtocolError, ValueError) as exc:
             raise HTTPError(400, str(exc)) from None
@@ -230,7 +232,7 @@ class InferenceApp:
 
     async def _run(self, served: ServedModel, arrays: dict[str, np.ndarray], rows: int,
                    request_id: str) -> dict[str, np.ndarray]:
-        item = Pending(arrays, rows, request_id, time.time_ns() // 1_000_000, time.perf_counter())
+        item = Pending(arrays, rows, request_id, time.perf_counter())
         try:
             future = self.batchers[served.name].submit(item)
         except Overloaded as exc:
@@ -274,14 +276,16 @@ class InferenceApp:
         return f"{self._id_prefix}-{next(self._ids)}"
 
     def _batch_done(self, served: ServedModel) -> Callable[..., None]:
+        name, version = served.name, int(served.version)
+
         def done(batch: list[Pending], inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> None:
-            self.metrics.batch(served.name, sum(p.rows for p in batch))
+            rows = len(next(iter(inputs.values())))  # every request has one row or more (validate)
+            self.metrics.batch(name, rows)
             if self.predlog is None or (_LOG_TOGGLE_S and int(time.monotonic() / _LOG_TOGGLE_S) % 2):
                 return
-            now = time.perf_counter()
-            self.predlog.record(served.name, int(served.version), [p.request_id for p in batch],
-                                [p.received_ms for p in batch], [(now - p.started) * 1000 for p in batch],
-                                inputs, outputs, rows=[p.rows for p in batch])
+            self.predlog.record(name, version, [p.request_id for p in batch], [p.started for p in batch],
+                                time.perf_counter(), inputs, outputs,
+                                None if rows == len(batch) else [p.rows for p in batch])
         return done
 
 

@@ -41,12 +41,11 @@ class Overloaded(Exception):
     """The model's queue is full: answer 503 with Retry-After."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Pending:
     arrays: dict[str, np.ndarray]
     rows: int
     request_id: str
-    received_ms: int
     started: float  # perf_counter at arrival
     future: asyncio.Future = field(default=None)  # type: ignore[assignment]
 

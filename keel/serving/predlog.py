@@ -32,7 +32,6 @@ import threading
 import time
 import weakref
 from array import array
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -91,41 +90,57 @@ class PredictionLog:
             self._ingester.start()
         _live.add(self)
 
-    def record(self, model: str, version: int, request_ids: Sequence[str], received_ms: Sequence[int] | np.ndarray,
-               latency_ms: Sequence[float] | np.ndarray, inputs: Mapping[str, np.ndarray],
-               outputs: Mapping[str, np.ndarray], rows: Sequence[int] | None = None) -> bool:
+    def record(self, model: str, version: int, request_ids: Sequence[str], started: Sequence[float] | np.ndarray,
+               finished: float, inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray],
+               rows: Sequence[int] | None = None, *, epoch_offset: float | None = None) -> bool:
         """Queue one executed batch; False (counted as dropped) when the queue is full, closed, or the call malformed.
 
-        ``request_ids``, ``received_ms`` (epoch ms) and ``latency_ms`` have one
-        entry per request; ``rows`` the number of rows of each request when it
-        is not one each. ``inputs`` and ``outputs`` are the batch's tensors,
-        one row per prediction. The arrays are kept, not copied: do not change
-        them afterwards.
+        ``request_ids`` and ``started`` (when each request arrived) have one
+        entry per request; ``finished`` is when the batch was answered, so a
+        request's latency is ``finished`` less its start. Times are seconds of
+        ``time.perf_counter()``; ``epoch_offset``, when given, is instead what
+        turns them into Unix time (0.0 for Unix seconds). ``rows`` is the number
+        of rows of each request when it is not one each. ``inputs`` and
+        ``outputs`` are the batch's tensors, one row per prediction; numeric
+        ones are copied, others kept: do not change them afterwards. A request
+        id may not hold a NUL character (ids are queued joined by NULs).
         """
         k = len(request_ids)
-        n = k if rows is None else sum(rows)
-        problem = _problem(k, n, received_ms, latency_ms, rows, inputs, outputs)
-        try:  # typed copies before the lock: a bad value fails here, with the queue untouched
-            call = _Call(spool.JoinedStrings("".join(request_ids), array("q", map(len, request_ids))),
-                         array("q", received_ms), array("d", latency_ms), None if rows is None else array("q", rows), n)
+        try:  # typed before the lock: a bad value fails here, with the queue untouched
+            ids = "\0".join(request_ids)
+            start = array("d", started)
+            end = float(finished)
+            offset = time.time() - time.perf_counter() if epoch_offset is None else float(epoch_offset)
+            counts = None if rows is None else array("q", rows)
         except (TypeError, ValueError, OverflowError) as exc:
-            problem = problem or f"request ids must be strings and times numbers ({exc})"
-        if problem is not None:
-            self._count_dropped(n, f"a malformed batch of {model!r} version {version}: {problem}")
-            return False
-        key = (model, version, tuple(inputs), tuple(outputs))
+            return self._refuse(k, model, version, f"request ids must be strings and times numbers ({exc})")
+        n = k if counts is None else sum(counts)
+        if len(start) != k or (counts is not None and len(counts) != k):
+            return self._refuse(n, model, version, f"{k} request ids, {len(start)} times, "
+                                                   f"{k if counts is None else len(counts)} row counts")
+        if k and ids.count("\0") != k - 1:
+            return self._refuse(n, model, version, "a request id holds a NUL character")
+        problem = None
         with self._lock:
             if self._closed or self._pending_rows + n > self._max_pending:
                 self._dropped += n
                 return False
-            buffer = self._buffers.get(key)
-            if buffer is None or not buffer.fits(inputs, outputs):
-                if buffer is not None:  # the model changed a dtype or a shape: queue a new buffer behind it
-                    self._full.append(buffer)
-                buffer = self._buffers[key] = _Buffer(key, inputs, outputs)
-            buffer.add(call, inputs, outputs)
-            self._pending_rows += n
-        return True
+            buffer = self._buffers.get((model, version))
+            if buffer is None or not buffer.add(ids, start, end, offset, counts, n, inputs, outputs):
+                problem = _problem(n, inputs, outputs)
+                if problem is None:
+                    if buffer is not None:  # the model changed a name, dtype or shape: a new buffer behind it
+                        self._full.append(buffer)
+                    buffer = self._buffers[(model, version)] = _Buffer((model, version), inputs, outputs)
+                    buffer.add(ids, start, end, offset, counts, n, inputs, outputs)
+            if problem is None:
+                self._pending_rows += n
+                return True
+        return self._refuse(n, model, version, problem)
+
+    def _refuse(self, rows: int, model: str, version: int, problem: str) -> bool:
+        self._count_dropped(rows, f"a malformed batch of {model!r} version {version}: {problem}")
+        return False
 
     def stats(self) -> dict[str, int]:
         """Counters in rows (``segments_ingested``, ``ingest_errors``: in segments, attempts)."""
@@ -172,7 +187,7 @@ class PredictionLog:
         self._wake_ingester.set()
 
     def _append(self, buffer: _Buffer) -> None:
-        key = buffer.key[:2]
+        key = buffer.key
         try:
             chunks = [(buffer.n, buffer.chunk())]
         except Exception:  # noqa: BLE001 - calls that do not fit together: write them one by one
@@ -240,17 +255,6 @@ class PredictionLog:
                 return
 
 
-@dataclass
-class _Call:
-    """One ``record`` call's per-request values, already typed."""
-
-    ids: spool.JoinedStrings
-    received: array  # int64 epoch ms
-    latency: array  # float64 ms
-    rows: array | None  # int64 rows per request; None: one each
-    n: int
-
-
 class _Buffer:
     """Queued calls of one model version whose tensors have the same names, dtypes and row shapes.
 
@@ -258,80 +262,86 @@ class _Buffer:
     they are recorded, so the batch's arrays are freed on the request path
     at once and the writer gets each column as one array without a
     concatenation. Other tensors (strings, objects) are kept as arrays.
+    Times stay as recorded (starts per request; finish and clock offset per
+    call): the writer turns them into ``received_ms`` and ``latency_ms``.
     """
 
-    def __init__(self, key: tuple[Any, ...], inputs: Mapping[str, np.ndarray],
+    def __init__(self, key: tuple[str, int], inputs: Mapping[str, np.ndarray],
                  outputs: Mapping[str, np.ndarray]) -> None:
-        self.key = key  # (model, version, input names, output names)
-        self.ids: list[str] = []  # one string per call: its request ids joined
-        self.id_lengths = array("q")  # per request, in characters
-        self.received = array("q")
-        self.latency = array("d")
+        self.key = key  # (model, version)
+        self.ids: list[str] = []  # one string per call: its request ids joined by NULs
+        self.started = array("d")  # per request
+        self.finished = array("d")  # per call, as the next two
+        self.offsets = array("d")  # seconds from the call's clock to Unix time
+        self.call_requests = array("q")
+        self.call_rows = array("q")
         self.rows = array("q")  # per request, once some request has several rows (until then: empty)
-        self.call_requests: list[int] = []  # of each call, to write them one by one if need be
-        self.call_rows: list[int] = []
         self.n = 0
-        self.inputs = {name: _Column(array_) for name, array_ in inputs.items()}
-        self.outputs = {name: _Column(array_) for name, array_ in outputs.items()}
+        self.inputs = [_Column(name, tensor) for name, tensor in inputs.items()]
+        self.outputs = [_Column(name, tensor) for name, tensor in outputs.items()]
 
-    @property
-    def multi(self) -> bool:
-        return len(self.rows) > 0
-
-    def fits(self, inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> bool:
-        """Whether a call's tensors can join this buffer's columns (same dtypes and row shapes)."""
+    def add(self, ids: str, started: array, finished: float, offset: float, counts: array | None, n: int,
+            inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> bool:
+        """Queue a call; False, with nothing queued, if its tensors do not fit this buffer's columns."""
         for columns, tensors in ((self.inputs, inputs), (self.outputs, outputs)):
-            for name, tensor in tensors.items():
-                if not columns[name].fits(tensor):
+            if len(columns) != len(tensors):
+                return False
+            for column, (name, tensor) in zip(columns, tensors.items()):
+                if not column.fits(name, tensor, n):
                     return False
+        k = len(started)
+        if counts is not None or self.rows:
+            if not self.rows:  # the first request of several rows: the earlier ones had one each
+                self.rows.extend(_ONE * len(self.started))
+            self.rows.extend(counts if counts is not None else _ONE * k)
+        self.ids.append(ids)
+        self.started.extend(started)
+        self.finished.append(finished)
+        self.offsets.append(offset)
+        self.call_requests.append(k)
+        self.call_rows.append(n)
+        self.n += n
+        for column, tensor in zip(self.inputs, inputs.values()):
+            column.add(tensor)
+        for column, tensor in zip(self.outputs, outputs.values()):
+            column.add(tensor)
         return True
 
-    def add(self, call: _Call, inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> None:
-        k = len(call.received)
-        if call.rows is not None or self.multi:
-            if not self.multi:  # the first request of several rows: the earlier ones had one each
-                self.rows.extend(_ONE * len(self.received))
-            self.rows.extend(call.rows if call.rows is not None else _ONE * k)
-        self.ids.append(call.ids.text)
-        self.id_lengths.extend(call.ids.lengths)
-        self.received.extend(call.received)
-        self.latency.extend(call.latency)
-        self.call_requests.append(k)
-        self.call_rows.append(call.n)
-        self.n += call.n
-        for name, tensor in inputs.items():
-            self.inputs[name].add(tensor)
-        for name, tensor in outputs.items():
-            self.outputs[name].add(tensor)
-
     def chunk(self) -> spool.EncodedChunk:
-        return self._encode(0, len(self.received), 0, self.n, "".join(self.ids), *self._tensors())
+        received, latency = self._times()
+        return self._encode(spool.JoinedStrings("\0".join(self.ids), len(self.started)), received, latency,
+                            np.frombuffer(self.rows, np.int64) if self.rows else None, *self._tensors())
 
     def each_call(self) -> Iterator[tuple[int, spool.EncodedChunk | Exception]]:
         """(rows, encoded chunk or the error that refused it) of each call on its own."""
+        (received, latency), counts = self._times(), np.frombuffer(self.rows, np.int64) if self.rows else None
         inputs, outputs = self._tensors()
         first = start = 0  # the call's first request, first row
         for text, k, n in zip(self.ids, self.call_requests, self.call_rows):
             try:
-                yield n, self._encode(first, first + k, start, start + n, text, inputs, outputs)
+                yield n, self._encode(spool.JoinedStrings(text, k), received[first:first + k],
+                                      latency[first:first + k], None if counts is None else counts[first:first + k],
+                                      {name: tensor[start:start + n] for name, tensor in inputs.items()},
+                                      {name: tensor[start:start + n] for name, tensor in outputs.items()})
             except Exception as exc:  # noqa: BLE001
                 yield n, exc
             first, start = first + k, start + n
 
-    def _tensors(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        return ({name: column.array() for name, column in self.inputs.items()},
-                {name: column.array() for name, column in self.outputs.items()})
+    def _times(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per request: received_ms (Unix milliseconds, rounded) and latency_ms."""
+        started, per_call = np.frombuffer(self.started, np.float64), np.frombuffer(self.call_requests, np.int64)
+        finished = np.repeat(np.frombuffer(self.finished, np.float64), per_call)
+        offsets = np.repeat(np.frombuffer(self.offsets, np.float64), per_call)
+        return np.rint((started + offsets) * 1000).astype(np.int64), (finished - started) * 1000
 
-    def _encode(self, first: int, last: int, start: int, end: int, ids: str, inputs: dict[str, np.ndarray],
-                outputs: dict[str, np.ndarray]) -> spool.EncodedChunk:
-        """Requests ``first:last`` (rows ``start:end``), whose ids joined are ``ids``."""
-        lengths = np.frombuffer(self.id_lengths, np.int64)[first:last]
-        return spool.encode_chunk(spool.JoinedStrings(ids, lengths),
-                                  np.frombuffer(self.received, np.int64)[first:last],
-                                  np.frombuffer(self.latency, np.float64)[first:last],
-                                  {name: tensor[start:end] for name, tensor in inputs.items()},
-                                  {name: tensor[start:end] for name, tensor in outputs.items()},
-                                  np.frombuffer(self.rows, np.int64)[first:last] if self.multi else None)
+    def _tensors(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        return ({column.name: column.array() for column in self.inputs},
+                {column.name: column.array() for column in self.outputs})
+
+    @staticmethod
+    def _encode(ids: spool.JoinedStrings, received: np.ndarray, latency: np.ndarray, counts: np.ndarray | None,
+                inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> spool.EncodedChunk:
+        return spool.encode_chunk(ids, received, latency, inputs, outputs, counts)
 
 
 _ONE = array("q", [1])
@@ -340,15 +350,19 @@ _ONE = array("q", [1])
 class _Column:
     """One tensor's queued rows: numeric ones as bytes in a ``bytearray``, others as a list of arrays."""
 
-    __slots__ = ("dtype", "tail", "data", "arrays")
+    __slots__ = ("name", "dtype", "tail", "data", "arrays")
 
-    def __init__(self, tensor: np.ndarray) -> None:
-        self.dtype, self.tail = tensor.dtype, tensor.shape[1:]
+    def __init__(self, name: str, tensor: np.ndarray) -> None:
+        self.name, self.dtype, self.tail = name, tensor.dtype, tensor.shape[1:]
         self.data = bytearray() if tensor.dtype.kind in spool.NUMERIC_KINDS else None
         self.arrays: list[np.ndarray] = []
 
-    def fits(self, tensor: np.ndarray) -> bool:
-        if tensor.shape[1:] != self.tail:
+    def fits(self, name: str, tensor: np.ndarray, rows: int) -> bool:
+        """Whether ``tensor``, named ``name``, of ``rows`` rows, can join this column."""
+        try:
+            if name != self.name or len(tensor) != rows or tensor.shape[1:] != self.tail:
+                return False
+        except (TypeError, AttributeError):  # a scalar, or not an array at all
             return False
         if self.data is None:
             return tensor.dtype.kind not in spool.NUMERIC_KINDS  # strings of any width concatenate
@@ -370,18 +384,18 @@ class _Column:
         return np.frombuffer(self.data, self.dtype).reshape(-1, *self.tail)
 
 
-def _problem(k: int, n: int, received: Any, latency: Any, rows: Sequence[int] | None,
-             inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> str | None:
-    """Why a call's parts do not line up (None: they do). Cheap: it runs on the request path."""
-    try:
-        if len(received) != k or len(latency) != k or (rows is not None and len(rows) != k):
-            return f"{k} request ids, {len(received)} times, {len(latency)} latencies"
-        for tensors in (inputs, outputs):
-            for name, tensor in tensors.items():
-                if len(tensor) != n:
-                    return f"{name!r} has {len(tensor)} rows, expected {n}"
-    except TypeError as exc:  # a scalar where an array belongs
-        return str(exc)
+def _problem(n: int, inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> str | None:
+    """Why a call's tensors cannot be queued (None: they can). Runs only when a call did not fit its buffer."""
+    for tensors in (inputs, outputs):
+        for name, tensor in tensors.items():
+            if not isinstance(name, str):
+                return f"tensor names must be strings, got {name!r}"
+            if not isinstance(tensor, np.ndarray) or tensor.ndim == 0:
+                return f"{name!r} is not an array of rows"
+            if len(tensor) != n:
+                return f"{name!r} has {len(tensor)} rows, expected {n}"
+            if tensor.dtype.kind not in spool.NUMERIC_KINDS and tensor.dtype.kind not in "OUS":
+                return f"{name!r} has values of dtype {tensor.dtype}, which cannot be logged"
     return None
 
 

@@ -115,7 +115,9 @@ class ServedModel:
             if unknown:
                 raise ProtocolError(f"unknown output(s) {', '.join(map(repr, unknown))}; model {self.name!r} "
                                     f"gives {', '.join(self.output_names)}")
-        return arrays, int(rows or 0)
+        if not rows:  # (also what lets the prediction log take a batch's row count as its request count)
+            raise ProtocolError("the request holds no rows: send at least one")
+        return arrays, int(rows)
 
     def predict(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Outputs for a batch of validated rows: label and probabilities for a classifier, else prediction."""

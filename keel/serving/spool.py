@@ -91,21 +91,35 @@ class EncodedChunk:
 
 @dataclass
 class JoinedStrings:
-    """Strings kept as one: ``text`` is them joined, ``lengths`` their lengths in characters.
+    """Strings kept as one: ``text`` is them joined by NUL characters, which none of them holds.
 
     How the prediction log queues request ids: one object per call rather
     than one per request, and, when all are ASCII, the bytes of a column
     without touching each string again."""
 
     text: str
-    lengths: Sequence[int]  # a numpy or an ``array.array`` of integers
+    count: int
 
     def __len__(self) -> int:
-        return len(self.lengths)
+        return self.count
 
     def split(self) -> list[str]:
-        ends = np.cumsum(self.lengths).tolist()
-        return [self.text[start:end] for start, end in zip([0, *ends], ends)]
+        return self.text.split("\0") if self.count else []
+
+    def ascii_column(self) -> tuple[np.ndarray, bytes] | None:
+        """(offsets, bytes) of the strings as a UTF-8 column when they are all ASCII; None otherwise."""
+        if not self.text.isascii():
+            return None
+        joined = self.text.encode("ascii")
+        offsets = np.empty(self.count + 1, np.int64)
+        offsets[0] = 0
+        if self.count:
+            ends = np.flatnonzero(np.frombuffer(joined, np.uint8) == 0)
+            if len(ends) != self.count - 1:
+                raise ValueError(f"{self.count} strings joined, but {len(ends) + 1} found")
+            offsets[1:-1] = ends - np.arange(self.count - 1)  # each separator before an end shifts it by one
+            offsets[-1] = len(joined) - (self.count - 1)
+        return offsets, joined.replace(b"\0", b"")
 
 
 def encode_chunk(request_ids: Sequence[str] | JoinedStrings, received_ms: Sequence[int] | np.ndarray,
@@ -134,10 +148,9 @@ def encode_chunk(request_ids: Sequence[str] | JoinedStrings, received_ms: Sequen
         if role in ("input", "output"):
             signature.append((role, name, column["encoding"], column.get("dtype"), tuple(column["shape"][1:])))
 
-    if isinstance(request_ids, JoinedStrings) and request_ids.text.isascii():  # a character is a byte
-        offsets = np.zeros(k + 1, np.int64)
-        np.cumsum(request_ids.lengths, out=offsets[1:])
-        data = request_ids.text.encode("ascii")
+    plain = request_ids.ascii_column() if isinstance(request_ids, JoinedStrings) else None
+    if plain is not None:  # a character is a byte
+        offsets, data = plain
         column = {"encoding": "utf8", "shape": [k], "size": len(data), "nulls": False}
         pieces: list[bytes | memoryview] = [memoryview(offsets).cast("B"), data]
     else:

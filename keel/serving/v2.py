@@ -51,6 +51,12 @@ class InferRequest:
     parameters: dict[str, Any] = field(default_factory=dict)
 
 
+def check_request_id(request_id: Any) -> None:
+    """A request's ``id``: absent, or a string without NUL characters (the prediction log joins ids by NULs)."""
+    if request_id is not None and (not isinstance(request_id, str) or "\0" in request_id):
+        raise ProtocolError("'id' must be a string without NUL characters")
+
+
 def decode_request(body: bytes, header_length: int | None = None) -> InferRequest:
     if header_length is not None:
         if not 0 < header_length <= len(body):
@@ -69,8 +75,7 @@ def decode_request(body: bytes, header_length: int | None = None) -> InferReques
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise ProtocolError("'inputs' must be a non-empty list of tensors")
     request_id = doc.get("id")
-    if request_id is not None and not isinstance(request_id, str):
-        raise ProtocolError("'id' must be a string")
+    check_request_id(request_id)
     parameters = doc.get("parameters") or {}
     if not isinstance(parameters, dict):
         raise ProtocolError("'parameters' must be an object")

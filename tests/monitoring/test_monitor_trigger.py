@@ -37,8 +37,8 @@ def log_traffic(ctx, tmp_path, start_ms, a_shift, n=400, seed=0):
     rng = np.random.default_rng(seed)
     a, b = rng.normal(a_shift, 1, n), rng.normal(0, 1, n)
     log = PredictionLog(tmp_path / f"spool-{seed}", partial(ingest_segment, ctx))
-    log.record("m", 1, [f"r{seed}-{i}" for i in range(n)], start_ms + np.arange(n), np.full(n, 0.3),
-               {"a": a, "b": b}, {"label": (a > 0).astype(np.int64)})
+    log.record("m", 1, [f"r{seed}-{i}" for i in range(n)], (start_ms + np.arange(n)) / 1000, (start_ms + n) / 1000,
+               {"a": a, "b": b}, {"label": (a > 0).astype(np.int64)}, epoch_offset=0.0)
     log.close()
 
 

@@ -112,7 +112,7 @@ from keel.serving.server import ServeOptions, build_app
 
 app = build_app(ServeOptions(targets=["models:/tiny/1"], log_predictions=True), Settings.load())
 x = np.zeros((1, 20))
-assert app.predlog.record("tiny", 1, ["lean-1"], [1], [0.5], {"input": x}, app.models["tiny"].predict({"input": x}))
+assert app.predlog.record("tiny", 1, ["lean-1"], [1.0], 1.5, {"input": x}, app.models["tiny"].predict({"input": x}))
 app.close()  # writes, seals and ingests the segment
 heavy = sorted(m for m in ("pyarrow", "pandas", "sklearn") if m in sys.modules)
 print("heavy:", ",".join(heavy))

@@ -36,6 +36,14 @@ def _now() -> int:
     return int(time.time() * 1000)
 
 
+def _record(log: PredictionLog, model: str, version: int, ids: list, received_ms: list, inputs: dict, outputs: dict,
+            *, latency_ms: float = 1.0, rows: list | None = None) -> bool:
+    """``log.record`` of requests received at these Unix milliseconds, the last answered ``latency_ms`` later."""
+    started = [ms / 1000 if isinstance(ms, (int, float)) else ms for ms in received_ms]
+    finished = max((t for t in started if isinstance(t, float)), default=0.0) + latency_ms / 1000
+    return log.record(model, version, ids, started, finished, inputs, outputs, rows, epoch_offset=0.0)
+
+
 def _audit_actions(raw_engine, action: str) -> list[dict]:
     with raw_engine.connect() as conn:
         rows = conn.execute(sa.text("SELECT details FROM audit_events WHERE action = :a ORDER BY seq"),
@@ -54,17 +62,17 @@ def test_round_trip_of_several_models(ctx, tmp_path, raw_engine):
         pred = x.sum(axis=1).astype(np.float64)
         proba = np.stack([np.full(k, 0.25), np.full(k, 0.75)], axis=1)
         received = [t0 + b] * k
-        assert log.record("tensor", 1, ids, received, [0.5 + b] * k, {"input": x},
-                          {"predict": pred, "proba": proba})
+        assert _record(log, "tensor", 1, ids, received, {"input": x},
+                       {"predict": pred, "proba": proba}, latency_ms=0.5 + b)
         expected += [(ids[j], 0, t0 + b, x[j], pred[j]) for j in range(k)]
     # one request of three rows
     x = np.ones((3, 3), np.float32) * 7
-    assert log.record("tensor", 1, ["multi"], [t0 + 30], [9.0], {"input": x},
-                      {"predict": x.sum(axis=1).astype(np.float64), "proba": np.full((3, 2), 0.5)}, rows=[3])
+    assert _record(log, "tensor", 1, ["multi"], [t0 + 30], {"input": x},
+                   {"predict": x.sum(axis=1).astype(np.float64), "proba": np.full((3, 2), 0.5)}, latency_ms=9.0, rows=[3])
     # a columnar model, two versions, with a string column and a reserved name
     for version in (1, 2):
         for b in range(5):
-            assert log.record("tabular", version, [f"tab-{version}-{b}"], [t0 + b], [1.0],
+            assert _record(log, "tabular", version, [f"tab-{version}-{b}"], [t0 + b],
                               {"age": np.array([30 + b]), "city": np.array(["Oslo"], dtype=object),
                                "label": np.array([b])}, {"score": np.array([0.1 * b])})
     log.close()
@@ -83,7 +91,7 @@ def test_round_trip_of_several_models(ctx, tmp_path, raw_engine):
         assert (row["request_id"], row["row"], row["received_ms"], row["version"]) == (want[0], 0, want[2], 1)
         assert [row["input_0"], row["input_1"], row["input_2"]] == want[3].tolist()
         assert row["output:predict"] == want[4] and row["output:proba_1"] == 0.75 and row["label"] is None
-    assert [(r["request_id"], r["row"], r["latency_ms"]) for r in got[-3:]] == [("multi", i, 9.0) for i in range(3)]
+    assert [(r["request_id"], r["row"], round(r["latency_ms"], 3)) for r in got[-3:]] == [("multi", i, 9.0) for i in range(3)]
 
     tab = prediction_windows.read_window(ctx, "tabular", with_labels=False)
     assert tab.num_rows == 10 and set(tab["version"].to_pylist()) == {1, 2}
@@ -111,10 +119,9 @@ def test_labels_before_and_after_ingestion(ctx, tmp_path, raw_engine):
     assert predictions.attach_labels(ctx, "m", {"a": 1, "b": 0}) == 2
     log = PredictionLog(tmp_path / "spool", functools.partial(predictions.ingest_segment, ctx), flush_interval=0.02)
     t0 = _now()
-    log.record("m", 1, ["a", "b", "c"], [t0, t0 + 1, t0 + 2], [1.0] * 3, {"input": np.zeros((3, 2))},
-               {"predict": np.array([1, 1, 0])})
-    log.record("m", 1, ["batch"], [t0 + 3], [1.0], {"input": np.zeros((2, 2))}, {"predict": np.array([1, 0])},
-               rows=[2])
+    _record(log, "m", 1, ["a", "b", "c"], [t0, t0 + 1, t0 + 2], {"input": np.zeros((3, 2))},
+            {"predict": np.array([1, 1, 0])})
+    _record(log, "m", 1, ["batch"], [t0 + 3], {"input": np.zeros((2, 2))}, {"predict": np.array([1, 0])}, rows=[2])
     log.close()
     assert prediction_windows.read_window(ctx, "m")["label"].to_pylist() == [1, 0, None, None, None]
     # ...or after; attaching again replaces; a list for a two-row request is one value per row.
@@ -146,15 +153,15 @@ def test_queue_is_bounded_when_the_writer_is_blocked(ctx, tmp_path, monkeypatch)
     x = {"input": np.zeros((10, 4))}
     y = {"predict": np.zeros(10)}
     ids = lambda b: [f"{b}-{j}" for j in range(10)]  # noqa: E731
-    assert log.record("m", 1, ids(0), [_now()] * 10, [1.0] * 10, x, y)
+    assert _record(log, "m", 1, ids(0), [_now()] * 10, x, y)
     assert entered.wait(10)  # the writer holds the first batch and is stuck on the disk
-    accepted = [b for b in range(1, 30) if log.record("m", 1, ids(b), [_now()] * 10, [1.0] * 10, x, y)]
+    accepted = [b for b in range(1, 30) if _record(log, "m", 1, ids(b), [_now()] * 10, x, y)]
     assert accepted == list(range(1, 10))  # 100 rows in memory, no more
     assert log.stats()["pending"] == 100 and log.stats()["dropped"] == 200
     release.set()
     log.close()
     assert log.stats()["logged"] == 100 and log.stats()["pending"] == 0
-    assert not log.record("m", 1, ids(99), [_now()] * 10, [1.0] * 10, x, y)  # closed
+    assert not _record(log, "m", 1, ids(99), [_now()] * 10, x, y)  # closed
     # With no ingester the sealed segments wait in the spool; a replay stores them.
     assert predictions.ingest_spool(ctx, tmp_path / "spool") == 100
     got = prediction_windows.read_window(ctx, "m", with_labels=False)["request_id"].to_pylist()
@@ -164,8 +171,8 @@ def test_queue_is_bounded_when_the_writer_is_blocked(ctx, tmp_path, monkeypatch)
 def test_a_second_ingest_of_the_same_segments_adds_nothing(ctx, tmp_path, raw_engine):
     log = PredictionLog(tmp_path / "spool", None, flush_interval=0.01, segment_rows=10)
     for b in range(6):
-        log.record("m", 3, [f"r{b}-{j}" for j in range(5)], [_now()] * 5, [1.0] * 5,
-                   {"input": np.full((5, 2), b)}, {"predict": np.full(5, b)})
+        _record(log, "m", 3, [f"r{b}-{j}" for j in range(5)], [_now()] * 5,
+                {"input": np.full((5, 2), b)}, {"predict": np.full(5, b)})
         time.sleep(0.05)  # separate flushes, so that segments rotate by rows
     log.close()
     sealed = sorted((tmp_path / "spool").glob("*.log"))
@@ -280,7 +287,7 @@ def test_a_file_that_is_no_segment_is_set_aside_and_the_others_ingested(ctx, tmp
     spool_dir.mkdir()
     (spool_dir / "0000000000001-junk.log").write_bytes(b"this is not a segment at all")
     log = PredictionLog(spool_dir, functools.partial(predictions.ingest_segment, ctx), flush_interval=0.01)
-    log.record("m", 1, ["ok"], [_now()], [1.0], {"input": np.zeros((1, 2))}, {"predict": np.zeros(1)})
+    _record(log, "m", 1, ["ok"], [_now()], {"input": np.zeros((1, 2))}, {"predict": np.zeros(1)})
     log.close()
     assert prediction_windows.read_window(ctx, "m")["request_id"].to_pylist() == ["ok"]
     assert [p.name for p in spool_dir.iterdir()] == ["0000000000001-junk.corrupt"]
@@ -319,13 +326,13 @@ def test_segments_of_earlier_servers_are_still_ingested_and_read(ctx, tmp_path):
 def test_two_logs_share_a_spool_directory(ctx, tmp_path):
     ingest = functools.partial(predictions.ingest_segment, ctx)
     first = PredictionLog(tmp_path / "spool", ingest, flush_interval=0.01, segment_seconds=60)
-    first.record("m", 1, ["a"], [_now()], [1.0], {"input": np.zeros((1, 2))}, {"predict": np.zeros(1)})
+    _record(first, "m", 1, ["a"], [_now()], {"input": np.zeros((1, 2))}, {"predict": np.zeros(1)})
     deadline = time.time() + 10
     while not list((tmp_path / "spool").glob("*.open")) and time.time() < deadline:
         time.sleep(0.01)
     second = PredictionLog(tmp_path / "spool", ingest, flush_interval=0.01)  # its recovery must not steal
-    first.record("m", 1, ["b"], [_now()], [1.0], {"input": np.zeros((1, 2))}, {"predict": np.zeros(1)})
-    second.record("m", 1, ["c"], [_now()], [1.0], {"input": np.zeros((1, 2))}, {"predict": np.zeros(1)})
+    _record(first, "m", 1, ["b"], [_now()], {"input": np.zeros((1, 2))}, {"predict": np.zeros(1)})
+    _record(second, "m", 1, ["c"], [_now()], {"input": np.zeros((1, 2))}, {"predict": np.zeros(1)})
     second.close()
     first.close()
     assert first.stats()["dropped"] == second.stats()["dropped"] == 0
@@ -348,7 +355,7 @@ CHILD = textwrap.dedent("""
         k = 1 + i % 3
         ids = [f"{tag}-{i}-{j}" for j in range(k)]
         x = np.full((k, 3), i, np.float64)
-        if log.record("m", 1, ids, [int(time.time() * 1000)] * k, [0.5] * k, {"input": x}, {"predict": x[:, 0] * 2}):
+        if log.record("m", 1, ids, [time.perf_counter()] * k, time.perf_counter(), {"input": x}, {"predict": x[:, 0] * 2}):
             print(time.time(), *ids, flush=True)  # acknowledged
         i += 1
         time.sleep(0.0005)
@@ -430,23 +437,24 @@ def test_malformed_calls_are_dropped_and_the_others_kept(ctx, tmp_path, caplog):
     log = PredictionLog(tmp_path / "spool", functools.partial(predictions.ingest_segment, ctx), flush_interval=3600)
     t0 = _now()
     y = {"predict": np.zeros(1)}
-    assert log.record("m", 1, ["a"], [t0], [1.0], {"input": np.ones((1, 4))}, y)
-    assert not log.record("m", 1, ["b", "c"], [t0] * 2, [1.0] * 2, {"input": np.ones((1, 4))}, y)  # rows != ids
-    assert not log.record("m", 1, ["s"], [t0], [1.0], {"input": np.float64(1.0)}, y)  # a scalar tensor
+    assert _record(log, "m", 1, ["a"], [t0], {"input": np.ones((1, 4))}, y)
+    assert not _record(log, "m", 1, ["b", "c"], [t0] * 2, {"input": np.ones((1, 4))}, y)  # rows != ids
+    assert not _record(log, "m", 1, ["s"], [t0], {"input": np.float64(1.0)}, y)  # a scalar tensor
     # Accepted, but they do not fit the others of their queue: written after them.
-    assert log.record("m", 1, ["d"], [t0 + 1], [1.0], {"input": np.full((1, 5), 2.0)}, y)
-    assert not log.record("m", 1, [7], [t0 + 2], [1.0], {"input": np.ones((1, 4))}, y)  # not a string id
-    assert not log.record("m", 1, ["t"], [None], [1.0], {"input": np.ones((1, 4))}, y)  # not a time
-    assert log.record("m", 1, ["e"], [t0 + 3], [1.0], {"other": np.ones(1)}, y)  # other tensors
-    assert log.record("m", 1, ["f"], [t0 + 4], [1.0], {"input": np.arange(8.0).reshape(2, 4).T[:1]}, y)  # strided
-    assert log.record("m", 1, ["g"], [t0 + 5], [1.0], {"input": np.full((1, 4), 7, np.int32)}, y)  # another dtype
+    assert _record(log, "m", 1, ["d"], [t0 + 1], {"input": np.full((1, 5), 2.0)}, y)
+    assert not _record(log, "m", 1, [7], [t0 + 2], {"input": np.ones((1, 4))}, y)  # not a string id
+    assert not _record(log, "m", 1, ["t"], [None], {"input": np.ones((1, 4))}, y)  # not a time
+    assert not _record(log, "m", 1, ["x\0y"], [t0 + 2], {"input": np.ones((1, 4))}, y)  # ids are joined by NULs
+    assert _record(log, "m", 1, ["e"], [t0 + 3], {"other": np.ones(1)}, y)  # other tensors
+    assert _record(log, "m", 1, ["f"], [t0 + 4], {"input": np.arange(8.0).reshape(2, 4).T[:1]}, y)  # strided
+    assert _record(log, "m", 1, ["g"], [t0 + 5], {"input": np.full((1, 4), 7, np.int32)}, y)  # another dtype
     # One queue where a value cannot be stored: its calls are written one by one, the bad one dropped.
     for rid, city in (("ok1", "Oslo"), ("bad", {"not": "a string"}), ("ok2", "Rome")):
         city_tensor = np.empty(1, object)
         city_tensor[0] = city
-        assert log.record("o", 1, [rid], [t0], [1.0], {"city": city_tensor}, y)
+        assert _record(log, "o", 1, [rid], [t0], {"city": city_tensor}, y)
     log.close()  # the one flush of this log
-    assert log.stats()["logged"] == 7 and log.stats()["dropped"] == 6
+    assert log.stats()["logged"] == 7 and log.stats()["dropped"] == 7
     assert prediction_windows.read_window(ctx, "o", with_labels=False)["city"].to_pylist() == ["Oslo", "Rome"]
     assert "dropped 2 prediction rows" in caplog.text  # warned once, however many follow
     table = prediction_windows.read_window(ctx, "m", with_labels=False)
