@@ -438,13 +438,16 @@ def test_malformed_calls_are_dropped_and_the_others_kept(ctx, tmp_path, caplog):
     t0 = _now()
     y = {"predict": np.zeros(1)}
     assert _record(log, "m", 1, ["a"], [t0], {"input": np.ones((1, 4))}, y)
-    assert not _record(log, "m", 1, ["b", "c"], [t0] * 2, {"input": np.ones((1, 4))}, y)  # rows != ids
-    assert not _record(log, "m", 1, ["s"], [t0], {"input": np.float64(1.0)}, y)  # a scalar tensor
+    # Refused at once: the counts of ids and times disagree.
+    assert not log.record("m", 1, ["h"], [1.0, 2.0], 3.0, {"input": np.ones((1, 4))}, y, epoch_offset=0.0)
+    # Queued, then dropped when the queue folds them into its columns.
+    assert _record(log, "m", 1, ["b", "c"], [t0] * 2, {"input": np.ones((1, 4))}, y)  # rows != ids
+    assert _record(log, "m", 1, ["s"], [t0], {"input": np.float64(1.0)}, y)  # a scalar tensor
+    assert _record(log, "m", 1, [7], [t0 + 2], {"input": np.ones((1, 4))}, y)  # not a string id
+    assert _record(log, "m", 1, ["t"], [None], {"input": np.ones((1, 4))}, y)  # not a time
+    assert _record(log, "m", 1, ["x\0y"], [t0 + 2], {"input": np.ones((1, 4))}, y)  # ids are joined by NULs
     # Accepted, but they do not fit the others of their queue: written after them.
     assert _record(log, "m", 1, ["d"], [t0 + 1], {"input": np.full((1, 5), 2.0)}, y)
-    assert not _record(log, "m", 1, [7], [t0 + 2], {"input": np.ones((1, 4))}, y)  # not a string id
-    assert not _record(log, "m", 1, ["t"], [None], {"input": np.ones((1, 4))}, y)  # not a time
-    assert not _record(log, "m", 1, ["x\0y"], [t0 + 2], {"input": np.ones((1, 4))}, y)  # ids are joined by NULs
     assert _record(log, "m", 1, ["e"], [t0 + 3], {"other": np.ones(1)}, y)  # other tensors
     assert _record(log, "m", 1, ["f"], [t0 + 4], {"input": np.arange(8.0).reshape(2, 4).T[:1]}, y)  # strided
     assert _record(log, "m", 1, ["g"], [t0 + 5], {"input": np.full((1, 4), 7, np.int32)}, y)  # another dtype
@@ -454,11 +457,47 @@ def test_malformed_calls_are_dropped_and_the_others_kept(ctx, tmp_path, caplog):
         city_tensor[0] = city
         assert _record(log, "o", 1, [rid], [t0], {"city": city_tensor}, y)
     log.close()  # the one flush of this log
-    assert log.stats()["logged"] == 7 and log.stats()["dropped"] == 7
+    assert log.stats()["logged"] == 7 and log.stats()["dropped"] == 8 and log.stats()["pending"] == 0
     assert prediction_windows.read_window(ctx, "o", with_labels=False)["city"].to_pylist() == ["Oslo", "Rome"]
-    assert "dropped 2 prediction rows" in caplog.text  # warned once, however many follow
+    assert "dropped 1 prediction rows" in caplog.text  # warned once, however many follow
+    assert "dropped 2 prediction rows" not in caplog.text
     table = prediction_windows.read_window(ctx, "m", with_labels=False)
     assert table["request_id"].to_pylist() == ["a", "d", "e", "f", "g"]
     assert table["input_1"].to_pylist() == [1.0, 2.0, None, 4.0, 7.0]
     assert table["input_4"].to_pylist() == [None, 2.0, None, None, None]
     assert table["other"].to_pylist() == [None, None, 1.0, None, None]
+
+
+def test_calls_folded_in_groups_keep_every_value(ctx, tmp_path, caplog):
+    from keel.serving.predlog import GROUP
+
+    log = PredictionLog(tmp_path / "spool", functools.partial(predictions.ingest_segment, ctx), flush_interval=3600)
+    t0 = _now() / 1000
+    expected = {}  # request id -> (received_ms, latency_ms, x row, prediction)
+    for c in range(4 * GROUP + 5):  # whole groups, each folded at once, and a rest the writer folds
+        k = 1 + c % 3
+        ids = [f"g{c}-{j}" for j in range(k)]
+        if c == GROUP + 3:
+            ids[1] = "bad\0id"  # drops its call only: the group is folded call by call
+        rows = [2, 1, 1][:k] if c == 2 * GROUP + 1 else None  # a request of two rows in the third group
+        n = k if rows is None else sum(rows)
+        x = np.arange(n * 2, dtype=np.float32).reshape(n, 2) + c
+        started = [t0 + c + j / 1000 for j in range(k)]
+        finished = t0 + c + 0.005
+        assert log.record("m", 1, ids, started, finished, {"input": x}, {"predict": x.sum(axis=1)}, rows,
+                          epoch_offset=0.0)
+        if c == GROUP + 3:
+            continue
+        row = 0
+        for j, rid in enumerate(ids):
+            for r in range(1 if rows is None else rows[j]):
+                expected[(rid, r)] = (round((t0 + c + j / 1000) * 1000), 5.0 - j, x[row].tolist(), float(x[row].sum()))
+                row += 1
+    log.close()
+    assert log.stats()["dropped"] == 1 + (GROUP + 3) % 3 and log.stats()["pending"] == 0  # the bad id's call
+    assert log.stats()["logged"] == len(expected)
+    assert "a request id holds a NUL character" in caplog.text
+    table = prediction_windows.read_window(ctx, "m", with_labels=False).to_pylist()
+    got = {(r["request_id"], r["row"]): (r["received_ms"], round(r["latency_ms"], 3), [r["input_0"], r["input_1"]],
+                                         r["output:predict"]) for r in table}
+    assert got == expected
