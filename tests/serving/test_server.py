@@ -71,6 +71,8 @@ def test_plain_json_predict_route(server, trained_models):
     (json.dumps({"inputs": [{"name": "input", "shape": [2, 20], "datatype": "FP64", "data": [1, 2]}]}).encode(),
      400, "shape [2, 20] needs 40 values, got 2"),
     (json.dumps(infer_body(np.zeros((1, 20)), outputs=[{"name": "nope"}])).encode(), 400, "unknown output(s) 'nope'"),
+    (json.dumps(infer_body(np.zeros((1, 20)), id="a\u0000b")).encode(), 400, "'id' must be a string without NUL"),
+    (json.dumps(infer_body(np.zeros((0, 20)))).encode(), 400, "the request holds no rows"),
 ])
 def test_bad_requests_get_a_clear_4xx_and_the_server_keeps_serving(server, trained_models, body, status, message):
     answer = requests.post(f"{server.url}/v2/models/tiny/infer", data=body)
