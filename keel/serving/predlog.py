@@ -160,7 +160,10 @@ class PredictionLog:
             return []
         dropped = []
         for call in calls:  # one by one: some call does not fit the others, or this buffer
-            problem = self._absorb_one(key, call)
+            try:
+                problem = self._absorb_one(key, call)
+            except Exception as exc:  # noqa: BLE001 - one odd call must not stop the request loop or the writer
+                problem = f"{type(exc).__name__}: {exc}"
             if problem is not None:
                 self._pending_rows -= call[5]
                 dropped.append((call[5], f"a malformed batch of {key[0]!r} version {key[1]}: {problem}"))
@@ -384,7 +387,7 @@ class _Buffer:
                     if joined.shape[1:] != column.tail or tuple(map(len, arrays)) != per_call:
                         return False
                     tensors.append((column, joined))
-        except (TypeError, ValueError, KeyError, OverflowError):
+        except Exception:  # noqa: BLE001 - whatever the checks meet, nothing is queued yet: call by call then
             return False
         self.ids.append(ids)
         self.id_requests.append(k)

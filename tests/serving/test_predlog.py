@@ -446,6 +446,12 @@ def test_malformed_calls_are_dropped_and_the_others_kept(ctx, tmp_path, caplog):
     assert _record(log, "m", 1, [7], [t0 + 2], {"input": np.ones((1, 4))}, y)  # not a string id
     assert _record(log, "m", 1, ["t"], [None], {"input": np.ones((1, 4))}, y)  # not a time
     assert _record(log, "m", 1, ["x\0y"], [t0 + 2], {"input": np.ones((1, 4))}, y)  # ids are joined by NULs
+
+    class Odd(np.ndarray):  # an array whose length cannot be taken: an error no check expects
+        def __len__(self):
+            raise RuntimeError("no length")
+
+    assert _record(log, "m", 1, ["odd"], [t0 + 2], {"input": np.ones((1, 4)).view(Odd)}, y)
     # Accepted, but they do not fit the others of their queue: written after them.
     assert _record(log, "m", 1, ["d"], [t0 + 1], {"input": np.full((1, 5), 2.0)}, y)
     assert _record(log, "m", 1, ["e"], [t0 + 3], {"other": np.ones(1)}, y)  # other tensors
@@ -457,7 +463,7 @@ def test_malformed_calls_are_dropped_and_the_others_kept(ctx, tmp_path, caplog):
         city_tensor[0] = city
         assert _record(log, "o", 1, [rid], [t0], {"city": city_tensor}, y)
     log.close()  # the one flush of this log
-    assert log.stats()["logged"] == 7 and log.stats()["dropped"] == 8 and log.stats()["pending"] == 0
+    assert log.stats()["logged"] == 7 and log.stats()["dropped"] == 9 and log.stats()["pending"] == 0
     assert prediction_windows.read_window(ctx, "o", with_labels=False)["city"].to_pylist() == ["Oslo", "Rome"]
     assert "dropped 1 prediction rows" in caplog.text  # warned once, however many follow
     assert "dropped 2 prediction rows" not in caplog.text
