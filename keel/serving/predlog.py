@@ -405,8 +405,9 @@ class _Buffer:
 
     def chunk(self) -> spool.EncodedChunk:
         received, latency = self._times()
-        return self._encode(spool.JoinedStrings("\0".join(self.ids), len(self.started)), received, latency,
-                            np.frombuffer(self.rows, np.int64) if self.rows else None, *self._tensors())
+        inputs, outputs = self._tensors()
+        return spool.encode_chunk(spool.JoinedStrings("\0".join(self.ids), len(self.started)), received, latency,
+                                  inputs, outputs, np.frombuffer(self.rows, np.int64) if self.rows else None)
 
     def each_call(self) -> Iterator[tuple[int, spool.EncodedChunk | Exception]]:
         """(rows, encoded chunk or the error that refused it) of each call (or group of calls) on its own."""
@@ -415,10 +416,11 @@ class _Buffer:
         first = start = 0  # the call's first request, first row
         for text, k, n in zip(self.ids, self.id_requests, self.id_rows):
             try:
-                yield n, self._encode(spool.JoinedStrings(text, k), received[first:first + k],
-                                      latency[first:first + k], None if counts is None else counts[first:first + k],
-                                      {name: tensor[start:start + n] for name, tensor in inputs.items()},
-                                      {name: tensor[start:start + n] for name, tensor in outputs.items()})
+                yield n, spool.encode_chunk(spool.JoinedStrings(text, k), received[first:first + k],
+                                            latency[first:first + k],
+                                            {name: tensor[start:start + n] for name, tensor in inputs.items()},
+                                            {name: tensor[start:start + n] for name, tensor in outputs.items()},
+                                            None if counts is None else counts[first:first + k])
             except Exception as exc:  # noqa: BLE001
                 yield n, exc
             first, start = first + k, start + n
@@ -433,11 +435,6 @@ class _Buffer:
     def _tensors(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         return ({column.name: column.array() for column in self.inputs},
                 {column.name: column.array() for column in self.outputs})
-
-    @staticmethod
-    def _encode(ids: spool.JoinedStrings, received: np.ndarray, latency: np.ndarray, counts: np.ndarray | None,
-                inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> spool.EncodedChunk:
-        return spool.encode_chunk(ids, received, latency, inputs, outputs, counts)
 
 
 _ONE = array("q", [1])
